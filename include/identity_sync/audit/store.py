@@ -1,0 +1,225 @@
+"""The audit store: one SQLAlchemy engine on SQLite (default) or PostgreSQL.
+
+Never Airflow's metadata database: the DAG reaches this store through its own connection
+(``sync_audit_db``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..planning.operations import Operation
+from . import schema as t
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditStore:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        t.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- generic upsert --------------------------------------------------------------------------
+    def _upsert(self, table: Table, rows: list[dict[str, Any]], *, update_cols: Iterable[str]
+                | None = None) -> None:
+        if not rows:
+            return
+        keys = [c.name for c in table.primary_key.columns]
+        dialect = self.engine.dialect.name
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        cols = list(update_cols) if update_cols is not None else [
+            c for c in rows[0] if c not in keys]
+        stmt = (insert.on_conflict_do_update(index_elements=keys,
+                                             set_={c: insert.excluded[c] for c in cols})
+                if cols else insert.on_conflict_do_nothing(index_elements=keys))
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 5000):
+                conn.execute(stmt, rows[start : start + 5000])
+
+    # -- runs ------------------------------------------------------------------------------------
+    def start_run(self, run_id: str, *, dag_id: str, trigger: str, mode: str, dry_run: bool,
+                  rules_hash: str) -> None:
+        """Create the run row; a retried start keeps the original start time."""
+        self._upsert(t.sync_runs, [{
+            "run_id": run_id, "dag_id": dag_id, "trigger": trigger, "mode": mode,
+            "dry_run": dry_run, "status": "running", "rules_hash": rules_hash,
+            "started_at": utcnow(), "counts": {}, "message": None, "ended_at": None,
+        }], update_cols=["status", "rules_hash", "dry_run", "mode", "message", "ended_at"])
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.sync_runs).where(t.sync_runs.c.run_id == run_id).values(**values))
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.sync_runs).where(t.sync_runs.c.run_id == run_id)).first()
+        return dict(row._mapping) if row else None
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.sync_runs).order_by(t.sync_runs.c.started_at.desc())
+                                .limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    def newer_planned_run(self, run_id: str, dag_ids: Iterable[str]) -> str | None:
+        """A run that planned after ``run_id`` started: its plan supersedes ours (invariant 3)."""
+        run = self.get_run(run_id)
+        if run is None:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.sync_runs.c.run_id).where(
+                    t.sync_runs.c.dag_id.in_(list(dag_ids)),
+                    t.sync_runs.c.run_id != run_id,
+                    t.sync_runs.c.started_at > run["started_at"],
+                    t.sync_runs.c.status.in_(["planned", "applying", "succeeded", "failed"]),
+                    t.sync_runs.c.dry_run.is_(False),
+                ).order_by(t.sync_runs.c.started_at.desc()).limit(1)
+            ).first()
+        return row[0] if row else None
+
+    # -- artifacts (snapshots, desired state, Bitbucket state) -------------------------------------
+    def put_artifact(self, run_id: str, name: str, data: Any, rows: int) -> None:
+        payload = gzip.compress(json.dumps(data, separators=(",", ":")).encode(), compresslevel=5)
+        self._upsert(t.run_artifacts, [{"run_id": run_id, "name": name, "rows": rows,
+                                        "payload": payload, "created_at": utcnow()}])
+
+    def get_artifact(self, run_id: str, name: str) -> Any:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.run_artifacts.c.payload).where(
+                t.run_artifacts.c.run_id == run_id, t.run_artifacts.c.name == name)).first()
+        if row is None:
+            raise KeyError(f"run {run_id} has no {name!r} artifact: did its upstream task run?")
+        return json.loads(gzip.decompress(row[0]))
+
+    # -- plan and results --------------------------------------------------------------------------
+    def record_plan(self, run_id: str, ops: list[Operation]) -> None:
+        now = utcnow()
+        self._upsert(t.plan_operations, [{
+            "run_id": run_id, "op_id": op.op_id, "seq": seq, "phase": str(op.phase),
+            "batch": op.batch, "kind": str(op.kind), "target": op.target, "idcs_id": op.idcs_id,
+            "params": op.params, "before": op.before, "after": op.after, "reason": op.reason,
+            "status": "planned", "updated_at": now,
+        } for seq, op in enumerate(ops)], update_cols=[])  # a re-plan never resets progress
+
+    def batch_operations(self, run_id: str, phase: str, batch: int) -> list[tuple[Operation, str]]:
+        c = t.plan_operations.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.plan_operations).where(
+                c.run_id == run_id, c.phase == phase, c.batch == batch).order_by(c.seq)).all()
+        return [(_op_from_row(r._mapping), r.status) for r in rows]
+
+    def plan(self, run_id: str) -> list[dict[str, Any]]:
+        c = t.plan_operations.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.plan_operations).where(c.run_id == run_id)
+                                .order_by(c.seq)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def record_attempt(self, run_id: str, op_id: str, *, outcome: str, http_status: int | None,
+                       error: str | None, started: float) -> None:
+        """Append attempt N+1 for the operation and set the operation's status."""
+        c = t.operation_attempts.c
+        with self.engine.begin() as conn:
+            last = conn.execute(select(func.max(c.attempt)).where(
+                c.run_id == run_id, c.op_id == op_id)).scalar() or 0
+            conn.execute(t.operation_attempts.insert().values(
+                run_id=run_id, op_id=op_id, attempt=last + 1, outcome=outcome,
+                http_status=http_status, error=error,
+                duration_ms=int((time.monotonic() - started) * 1000), at=utcnow()))
+            conn.execute(update(t.plan_operations).where(
+                t.plan_operations.c.run_id == run_id, t.plan_operations.c.op_id == op_id,
+            ).values(status=outcome, updated_at=utcnow()))
+
+    def mark_operations(self, run_id: str, op_ids: list[str], status: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.plan_operations).where(
+                t.plan_operations.c.run_id == run_id, t.plan_operations.c.op_id.in_(op_ids),
+            ).values(status=status, updated_at=utcnow()))
+
+    def operation_status_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        c = t.plan_operations.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.kind, c.status, func.count()).where(c.run_id == run_id)
+                                .group_by(c.kind, c.status)).all()
+        out: dict[str, dict[str, int]] = {}
+        for kind, status, n in rows:
+            out.setdefault(kind, {})[status] = n
+        return out
+
+    def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        c = t.operation_attempts.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.operation_attempts).where(c.run_id == run_id)
+                                .order_by(c.op_id, c.attempt)).all()
+        return [dict(r._mapping) for r in rows]
+
+    # -- anchors -----------------------------------------------------------------------------------
+    def anchors(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.identity_anchors.c.idcs_id,
+                                       t.identity_anchors.c.bitbucket_name)).all()
+        return {r[0]: r[1] for r in rows}
+
+    def save_anchors(self, run_id: str, anchors: dict[str, str]) -> None:
+        now = utcnow()
+        self._upsert(t.identity_anchors, [
+            {"idcs_id": i, "bitbucket_name": n, "first_run_id": run_id, "last_run_id": run_id,
+             "updated_at": now} for i, n in anchors.items()
+        ], update_cols=["bitbucket_name", "last_run_id", "updated_at"])
+
+    def drop_anchors(self, idcs_ids: Iterable[str]) -> None:
+        ids = list(idcs_ids)
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(t.identity_anchors.delete().where(
+                    t.identity_anchors.c.idcs_id.in_(ids)))
+
+    # -- data quality ------------------------------------------------------------------------------
+    def record_dq(self, run_id: str, results: list[dict[str, Any]]) -> None:
+        self._upsert(t.dq_results, [{"run_id": run_id, **r} for r in results])
+
+    def record_quarantine(self, run_id: str, records: list[dict[str, Any]]) -> None:
+        self._upsert(t.quarantine, [{"run_id": run_id, **r} for r in records])
+
+    def quarantined(self, run_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.quarantine).where(t.quarantine.c.run_id == run_id)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def dq(self, run_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.dq_results).where(t.dq_results.c.run_id == run_id)).all()
+        return [dict(r._mapping) for r in rows]
+
+
+def _op_from_row(row: Any) -> Operation:
+    return Operation(kind=row["kind"], target=row["target"], params=row["params"],
+                     reason=row["reason"], before=row["before"], after=row["after"],
+                     idcs_id=row["idcs_id"], op_id=row["op_id"], batch=row["batch"])
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

@@ -1,0 +1,36 @@
+"""Read Bitbucket's current state: users, groups, memberships of managed groups, permissions."""
+
+from __future__ import annotations
+
+import logging
+
+from ..model import BitbucketState, BitbucketUser, key
+from .client import BitbucketClient
+
+log = logging.getLogger(__name__)
+
+
+def read_state(client: BitbucketClient, managed_groups: list[str]) -> BitbucketState:
+    """Everything the planner compares against. Member lists are read only for managed groups
+    that exist, since only those can lose or gain members."""
+    state = BitbucketState()
+    for user in client.list_users():
+        state.users[key(user["name"])] = BitbucketUser(
+            name=user["name"],
+            display_name=user.get("displayName") or "",
+            email=user.get("emailAddress") or "",
+            directory=user.get("directoryName") or "",
+            mutable=bool(user.get("mutableDetails", True) and user.get("mutableGroups", True)),
+        )
+    for name in client.list_groups():
+        state.groups[key(name)] = name
+    for group in managed_groups:
+        if key(group) in state.groups:
+            state.memberships[key(group)] = [m["name"] for m in client.group_members(group)]
+    for entry in client.group_permissions():
+        state.group_permissions[key(entry["group"]["name"])] = entry["permission"]
+    for entry in client.user_permissions():
+        state.user_permissions[key(entry["user"]["name"])] = entry["permission"]
+    log.info("Bitbucket state: %d users, %d groups, %d managed groups read, %d requests",
+             len(state.users), len(state.groups), len(state.memberships), client.requests_made)
+    return state

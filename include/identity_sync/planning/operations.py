@@ -1,0 +1,135 @@
+"""Plan operations: what the apply will do, each with its reason, grouped into batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class OpKind(StrEnum):
+    CREATE_GROUP = "create_group"
+    SET_GROUP_PERMISSION = "set_group_permission"
+    CREATE_USER = "create_user"
+    RENAME_USER = "rename_user"
+    UPDATE_USER = "update_user"
+    ADOPT_USER = "adopt_user"
+    DELETE_USER = "delete_user"
+    REMOVE_MEMBERSHIP = "remove_membership"
+    REVOKE_USER_PERMISSION = "revoke_user_permission"
+    ADD_MEMBERS = "add_members"
+
+
+class Phase(StrEnum):
+    """Apply order. Removals run before additions so freed licence seats can be reused."""
+
+    GROUPS = "groups"
+    USERS = "users"
+    REMOVALS = "removals"
+    ADDITIONS = "additions"
+
+
+PHASE_OF: dict[OpKind, Phase] = {
+    OpKind.CREATE_GROUP: Phase.GROUPS,
+    OpKind.SET_GROUP_PERMISSION: Phase.GROUPS,
+    OpKind.CREATE_USER: Phase.USERS,
+    OpKind.RENAME_USER: Phase.USERS,
+    OpKind.UPDATE_USER: Phase.USERS,
+    OpKind.ADOPT_USER: Phase.USERS,
+    OpKind.DELETE_USER: Phase.REMOVALS,
+    OpKind.REMOVE_MEMBERSHIP: Phase.REMOVALS,
+    OpKind.REVOKE_USER_PERMISSION: Phase.REMOVALS,
+    OpKind.ADD_MEMBERS: Phase.ADDITIONS,
+}
+PHASE_ORDER = list(Phase)
+
+
+@dataclass
+class Operation:
+    """One change to Bitbucket. ``op_id`` is stable for the same change, so retries upsert."""
+
+    kind: OpKind
+    target: str
+    params: dict[str, Any]
+    reason: str
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    idcs_id: str | None = None
+    op_id: str = ""
+    phase: Phase = field(init=False)
+    batch: int = 0
+
+    def __post_init__(self) -> None:
+        self.kind = OpKind(self.kind)
+        self.phase = PHASE_OF[self.kind]
+        if not self.op_id:
+            digest = json.dumps([self.kind, self.target, self.params], sort_keys=True)
+            self.op_id = f"{self.kind}:{hashlib.sha1(digest.encode()).hexdigest()[:16]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["kind"], data["phase"] = str(self.kind), str(self.phase)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Operation:
+        data = {k: v for k, v in data.items() if k != "phase"}
+        return cls(**data)
+
+    def describe(self) -> str:
+        if self.kind is OpKind.ADD_MEMBERS:
+            return f"add {len(self.params['users'])} → {self.target}"
+        return f"{self.kind.value.replace('_', ' ')} {self.target}"
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """What a mapped apply task receives through XCom: small, no operation bodies."""
+
+    run_id: str
+    phase: str
+    batch: int
+    size: int
+    label: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def assign_batches(ops: list[Operation], batch_size: int, max_batches: int) -> None:
+    """Number batches per phase, growing the batch size so no phase exceeds ``max_batches``
+    (Airflow fails a mapping of more than ``[core] max_map_length`` items)."""
+    for phase in PHASE_ORDER:
+        phase_ops = [op for op in ops if op.phase is phase]
+        size = max(batch_size, -(-len(phase_ops) // max_batches))
+        for index, op in enumerate(phase_ops):
+            op.batch = index // size
+
+
+def batch_refs(run_id: str, ops: list[Operation]) -> dict[str, list[dict[str, Any]]]:
+    """Batch descriptors per phase, labelled by what they do (shown as map index names)."""
+    refs: dict[str, list[dict[str, Any]]] = {str(p): [] for p in PHASE_ORDER}
+    grouped: dict[tuple[str, int], list[Operation]] = {}
+    for op in ops:
+        grouped.setdefault((str(op.phase), op.batch), []).append(op)
+    for (phase, batch), members in sorted(grouped.items()):
+        refs[phase].append(
+            BatchRef(run_id, phase, batch, len(members), _label(members)).to_dict()
+        )
+    return refs
+
+
+def _label(ops: list[Operation]) -> str:
+    if len(ops) == 1:
+        return ops[0].describe()
+    kinds: dict[str, int] = {}
+    for op in ops:
+        kinds[op.kind.value] = kinds.get(op.kind.value, 0) + 1
+    if len(kinds) == 1 and ops[0].kind is OpKind.ADD_MEMBERS:
+        users = sum(len(op.params["users"]) for op in ops)
+        groups = {op.target for op in ops}
+        where = next(iter(groups)) if len(groups) == 1 else f"{len(groups)} groups"
+        return f"add {users} → {where}"
+    return ", ".join(f"{n} × {k.replace('_', ' ')}" for k, n in sorted(kinds.items()))
