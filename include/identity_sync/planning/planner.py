@@ -122,6 +122,7 @@ def plan_changes(inp: PlanInput) -> Plan:
         if idcs_id not in active_ids and key(name) in cur.users and key(name) not in protected
     ]
     deprovisioned: list[str] = []
+    why_removed: dict[str, str] = {}
     managed_keys = {key(g) for g in want.managed_groups}
     for idcs_id, name in sorted(leaving, key=lambda p: key(p[1])):
         why = ("inactive in IDCS" if idcs_id in want.users else "left the IDCS scope")
@@ -132,6 +133,7 @@ def plan_changes(inp: PlanInput) -> Plan:
                                  f"deprovision (delete): {why}", before={"name": name},
                                  idcs_id=idcs_id))
             deprovisioned.append(name)
+            why_removed[key(name)] = f"deprovision (delete): {why}"
             continue
         touched = False
         if key(name) in cur.user_permissions:
@@ -144,13 +146,16 @@ def plan_changes(inp: PlanInput) -> Plan:
             touched = True
         if touched:
             deprovisioned.append(name)
+            why_removed[key(name)] = f"deprovision (disable): {why}"
 
     # Memberships of managed groups: remove what IDCS does not want, add what is missing.
-    why_removed = {key(n): "deprovision (disable)" for n in deprovisioned}
+    renamed = {key(op.params["name"]): op.params["newName"] for op in ops
+               if op.kind is OpKind.RENAME_USER}
     for group in want.managed_groups:
         wanted = {key(placed[key(n)]): placed[key(n)]
                   for n in want.memberships.get(group, []) if key(n) in placed}
-        current_members = {key(n): n for n in cur.memberships.get(key(group), [])}
+        current_members = {key(m): m for m in (renamed.get(key(n), n)
+                                               for n in cur.memberships.get(key(group), []))}
         for member_key, member in sorted(current_members.items()):
             if member_key in wanted or member_key in protected:
                 continue

@@ -1,0 +1,84 @@
+"""Shared fixtures. Airflow is pointed at a throw-away home before anything imports it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="idsync-airflow-home-"))
+os.environ.update({
+    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+})
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a service is absent on a developer machine; fail under CI=true."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as exc:
+        message = f"{name} is not reachable on {host}:{port} ({exc})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI must provide it")
+    pytest.skip(f"{message}; start it to run this test")
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Airflow's metadata DB (SQLite, in a temp home), migrated once per session."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
+                   stdout=subprocess.DEVNULL, env=os.environ.copy())
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session on 127.0.0.1:5432 (dropped afterwards)."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    import psycopg
+
+    user = os.environ.get("IDSYNC_TEST_PG_USER", "postgres")
+    name = f"idsync_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"host=127.0.0.1 port=5432 user={user} dbname=postgres",
+                         autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://{user}@127.0.0.1:5432/{name}"
+    with psycopg.connect(f"host=127.0.0.1 port=5432 user={user} dbname=postgres",
+                         autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty audit database URL, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'audit.db'}"
+        return
+    base = request.getfixturevalue("postgres_server_url")
+    # One schema-free database per test: drop all tables between tests.
+    from sqlalchemy import create_engine
+
+    from identity_sync.audit.schema import metadata
+
+    engine = create_engine(base)
+    metadata.drop_all(engine)
+    engine.dispose()
+    yield base
+    engine = create_engine(base)
+    metadata.drop_all(engine)
+    engine.dispose()
