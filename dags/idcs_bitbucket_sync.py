@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Param, TriggerRule, chain, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from identity_sync_airflow.tasks import (
@@ -102,7 +102,7 @@ def idcs_bitbucket_sync() -> None:
         return pipeline.read_bitbucket(AuditStoreHook().get_conn(), run_id,
                                        BitbucketHook().get_conn())
 
-    @task(multiple_outputs=True, retries=0)
+    @task(retries=0)
     def plan_sync(run_id: str, _current: dict) -> dict:
         from identity_sync import pipeline
         from identity_sync_airflow.hooks import AuditStoreHook, BitbucketHook
@@ -116,6 +116,11 @@ def idcs_bitbucket_sync() -> None:
                                  service_account, options)
         except pipeline.SafetyGateError as exc:
             raise AirflowFailException(f"safety gate: {exc}") from exc
+
+    @task
+    def select_batches(batches: dict, phase: str) -> list[dict]:
+        """The batch descriptors of one apply phase (Airflow cannot map over a dict key)."""
+        return batches[phase]
 
     @task(map_index_template="{{ batch_label }}", pool=BITBUCKET_POOL, retries=4,
           retry_policy=APPLY_RETRY_POLICY, trigger_rule=TriggerRule.NONE_FAILED,
@@ -149,11 +154,10 @@ def idcs_bitbucket_sync() -> None:
     mapped = map_to_bitbucket(run_id, checked)
     current = read_bitbucket(run_id, mapped)
     batches = plan_sync(run_id, current)
-    groups = apply_batch.override(task_id="apply_groups").expand(batch=batches["groups"])
-    users = apply_batch.override(task_id="apply_users").expand(batch=batches["users"])
-    removals = apply_batch.override(task_id="apply_removals").expand(batch=batches["removals"])
-    additions = apply_batch.override(task_id="apply_additions").expand(batch=batches["additions"])
-    groups >> users >> removals >> additions >> finish_run(run_id)
-
+    applied = []
+    for phase in ("groups", "users", "removals", "additions"):
+        refs = select_batches.override(task_id=f"{phase}_batches")(batches, phase)
+        applied.append(apply_batch.override(task_id=f"apply_{phase}").expand(batch=refs))
+    chain(*applied, finish_run(run_id))
 
 idcs_bitbucket_sync()

@@ -66,6 +66,9 @@ def load_suite(name: str, directory: Path = SUITES_DIR) -> dict[str, Any]:
     return suite
 
 
+USER_COLUMNS = ("id", "user_name", "user_name_key", "email", "display_name", "active")
+
+
 def users_frame_records(users: list[IdcsUser]) -> list[dict[str, Any]]:
     return [{"id": u.id, "user_name": u.user_name,
              "user_name_key": u.user_name.casefold() if u.user_name else None,
@@ -78,12 +81,13 @@ def _label(config: Any) -> str:
     return f"{config.type}({column})" if column else config.type
 
 
-def run_suite(suite: dict[str, Any], records: list[dict[str, Any]]) -> list[ExpectationOutcome]:
+def run_suite(suite: dict[str, Any], records: list[dict[str, Any]],
+              columns: tuple[str, ...]) -> list[ExpectationOutcome]:
     import great_expectations as gx
     import pandas as pd
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    frame = pd.DataFrame.from_records(records, columns=list(records[0]) if records else None)
+    frame = pd.DataFrame.from_records(records, columns=list(columns))
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False,
                                                          metric_calculations=False)
@@ -112,7 +116,7 @@ def check_users(users: list[IdcsUser], suite_name: str = "idcs_users",
     """Validate the users extract; returns outcomes and the users to quarantine."""
     suite = load_suite(suite_name, directory)
     records = users_frame_records(users)
-    outcomes = run_suite(suite, records)
+    outcomes = run_suite(suite, records, USER_COLUMNS)
     quarantined: dict[int, dict[str, Any]] = {}
     for outcome in outcomes:
         log.info("data quality %s", outcome.describe())
