@@ -198,6 +198,8 @@ class BitbucketState:
             raise ValueError("duplicate user ids in state")
         groups = {_key(g["name"]): Group(g["name"], g.get("deletable", True))
                   for g in data.get("groups", [])}  # fmt: skip
+        if len(groups) != len(data.get("groups", [])):
+            raise ValueError("duplicate group names in state")
 
         def user_id(name: str) -> int:
             if _key(name) not in users:
@@ -212,7 +214,9 @@ class BitbucketState:
         members: dict[str, set[int]] = {k: set() for k in groups}
         for group, names in data.get("memberships", {}).items():
             members[group_key(group)].update(user_id(n) for n in names)
-        group_perms = {group_key(g): _checked(p) for g, p in data.get("group_permissions", {}).items()}
+        group_perms = {
+            group_key(g): _checked(p) for g, p in data.get("group_permissions", {}).items()
+        }
         user_perms = {user_id(u): _checked(p) for u, p in data.get("user_permissions", {}).items()}
         settings = data.get("settings", {})
         with self.lock:
@@ -272,7 +276,9 @@ class BitbucketState:
         self, name: str, display_name: str, email: str, password: str | None, add_to_default: bool
     ) -> User:
         if self.find_user(name) is not None:
-            raise BitbucketError(409, "Another user with the same name already exists.", EX_INTEGRITY)
+            raise BitbucketError(
+                409, "Another user with the same name already exists.", EX_INTEGRITY
+            )
         user = User(self.next_id, name, display_name, email, password)
         with self._licence_guard():
             self.next_id += 1
@@ -282,7 +288,9 @@ class BitbucketState:
                 self.members[_key(self.default_group)].add(user.id)
         return user
 
-    def update_user(self, caller: User, name: str, display_name: str | None, email: str | None) -> User:
+    def update_user(
+        self, caller: User, name: str, display_name: str | None, email: str | None
+    ) -> User:
         user = self._editable_user(caller, name)
         if display_name is not None:
             user.display_name = display_name
@@ -294,7 +302,9 @@ class BitbucketState:
         user = self._editable_user(caller, name)
         other = self.find_user(new_name)
         if other is not None and other is not user:
-            raise BitbucketError(409, f"A user with the name {new_name} already exists.", EX_INTEGRITY)
+            raise BitbucketError(
+                409, f"A user with the name {new_name} already exists.", EX_INTEGRITY
+            )
         del self.users[_key(user.name)]
         user.name = new_name
         self.users[_key(new_name)] = user
@@ -420,7 +430,8 @@ class BitbucketState:
     def _require_user_not_above(self, caller: User, user: User) -> None:
         if self.rank(user) > self.rank(caller):
             raise BitbucketError(
-                409, f"The user {user.name} has a higher permission level than you.", EX_INTEGRITY)
+                409, f"The user {user.name} has a higher permission level than you.", EX_INTEGRITY
+            )
 
     # ---- transactional guards ---------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -155,9 +155,17 @@ def _route_template(scope: dict[str, Any]) -> str:
 
 
 def attach_persistence(app: Starlette, state: EmulatorState, persistence: Persistence) -> None:
-    """Load state at startup if a file exists; save it at shutdown."""
+    """Load state now if a file exists; save it when the server shuts down (lifespan end)."""
     persistence.load_into(state)
-    app.add_event_handler("shutdown", lambda: persistence.save(state))
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(instance: Any) -> AsyncIterator[Any]:
+        async with inner(instance) as value:
+            yield value
+        persistence.save(state)
+
+    app.router.lifespan_context = lifespan
 
 
 class RunningServer:
