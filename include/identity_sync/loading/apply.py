@@ -87,7 +87,10 @@ def _add_members(client: BitbucketClient, op: Operation) -> None:
                                  "/admin/groups/add-users", True) from err
 
 
-def _create_user(client: BitbucketClient, op: Operation, notify: bool) -> None:
+Note = tuple[int, str] | None  # (HTTP status, remark) worth keeping in the attempt record
+
+
+def _create_user(client: BitbucketClient, op: Operation, notify: bool) -> Note:
     p = op.params
     try:
         client.create_user(p["name"], p["displayName"], p["email"], notify=notify)
@@ -99,9 +102,13 @@ def _create_user(client: BitbucketClient, op: Operation, notify: bool) -> None:
         if existing and (existing.get("displayName"), existing.get("emailAddress")) != (
                 p["displayName"], p["email"]):
             client.update_user(existing["name"], p["displayName"], p["email"])
+            return err.status or 409, "treated as done: user existed; details converged"
+        return err.status or 409, "treated as done: user already existed"
+    return None
 
 
-def execute(client: BitbucketClient, op: Operation, *, notify: bool = False) -> None:
+def execute(client: BitbucketClient, op: Operation, *, notify: bool = False) -> Note:
+    """Carry out one operation; returns a note when it was done in a non-obvious way."""
     p = op.params
     actions: dict[OpKind, Callable[[], object]] = {
         OpKind.CREATE_GROUP: lambda: client.create_group(p["name"]),
@@ -116,7 +123,8 @@ def execute(client: BitbucketClient, op: Operation, *, notify: bool = False) -> 
         OpKind.REVOKE_USER_PERMISSION: lambda: client.revoke_user_permission(p["name"]),
         OpKind.ADD_MEMBERS: lambda: _add_members(client, op),
     }
-    actions[op.kind]()
+    result = actions[op.kind]()
+    return result if isinstance(result, tuple) else None
 
 
 def _anchor_change(op: Operation) -> tuple[str, str | None] | None:
@@ -150,7 +158,7 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
             continue
         started = time.monotonic()
         try:
-            execute(client, op, notify=notify)
+            note = execute(client, op, notify=notify)
         except ApiError as err:
             if isinstance(err, BitbucketError) and _already_done(op, err):
                 store.record_attempt(run_id, op.op_id, outcome="done", http_status=err.status,
@@ -165,8 +173,9 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
                 log.error("%s failed: %s", op.describe(), err)
                 continue
         else:
-            store.record_attempt(run_id, op.op_id, outcome="done", http_status=None, error=None,
-                                 started=started)
+            http_status, remark = note or (None, None)
+            store.record_attempt(run_id, op.op_id, outcome="done", http_status=http_status,
+                                 error=remark, started=started)
             result.done += 1
         change = _anchor_change(op)
         if change is not None:
