@@ -26,6 +26,7 @@ from identity_sync_airflow.tasks import (
     APPLY_RETRY_POLICY,
     BITBUCKET_POOL,
     READ_RETRY_POLICY,
+    RETRY_DELAY,
     SYNC_DAG_IDS,
     current_rules,
 )
@@ -41,7 +42,7 @@ _SCHEDULE = os.environ.get("IDSYNC_SCHEDULE", "@hourly")
     max_active_runs=1,
     tags=["identity", "idcs", "bitbucket"],
     doc_md=__doc__,
-    default_args={"owner": "identity-sync", "retries": 3, "retry_delay": timedelta(seconds=30),
+    default_args={"owner": "identity-sync", "retries": 3, "retry_delay": RETRY_DELAY,
                   "retry_exponential_backoff": 2.0, "max_retry_delay": timedelta(minutes=10),
                   "retry_policy": READ_RETRY_POLICY},
     params={
@@ -60,50 +61,50 @@ def idcs_bitbucket_sync() -> None:
 
         ctx = get_current_context()
         rules_hash = current_rules()[1]  # validates the rules before anything else runs
-        run_id = ctx["run_id"]
-        pipeline.start(AuditStoreHook().get_conn(), run_id, dag_id=ctx["dag"].dag_id,
+        sync_run = ctx["run_id"]
+        pipeline.start(AuditStoreHook().get_conn(), sync_run, dag_id=ctx["dag"].dag_id,
                        trigger=str(ctx["dag_run"].run_type), mode="full",
                        dry_run=bool(ctx["params"]["dry_run"]), rules_hash=rules_hash)
-        return run_id
+        return sync_run
 
     @task
-    def extract_idcs(run_id: str) -> dict:
+    def extract_idcs(sync_run: str) -> dict:
         from identity_sync import pipeline
         from identity_sync_airflow.hooks import AuditStoreHook, IdcsHook
 
         hook = IdcsHook()
         client = hook.get_conn()
-        return pipeline.extract(AuditStoreHook().get_conn(), run_id, client, current_rules()[0],
+        return pipeline.extract(AuditStoreHook().get_conn(), sync_run, client, current_rules()[0],
                                 hook.app_id)
 
     @task(retries=0)
-    def check_data_quality(run_id: str, _extracted: dict) -> dict:
+    def check_data_quality(sync_run: str, _extracted: dict) -> dict:
         from identity_sync import pipeline
         from identity_sync.quality.gate import CriticalDataQualityError
         from identity_sync_airflow.hooks import AuditStoreHook
 
         try:
-            return pipeline.check_quality(AuditStoreHook().get_conn(), run_id)
+            return pipeline.check_quality(AuditStoreHook().get_conn(), sync_run)
         except CriticalDataQualityError as exc:
             raise AirflowFailException(str(exc)) from exc
 
     @task
-    def map_to_bitbucket(run_id: str, _checked: dict) -> dict:
+    def map_to_bitbucket(sync_run: str, _checked: dict) -> dict:
         from identity_sync import pipeline
         from identity_sync_airflow.hooks import AuditStoreHook
 
-        return pipeline.map_desired(AuditStoreHook().get_conn(), run_id, current_rules()[0])
+        return pipeline.map_desired(AuditStoreHook().get_conn(), sync_run, current_rules()[0])
 
     @task
-    def read_bitbucket(run_id: str, _mapped: dict) -> dict:
+    def read_bitbucket(sync_run: str, _mapped: dict) -> dict:
         from identity_sync import pipeline
         from identity_sync_airflow.hooks import AuditStoreHook, BitbucketHook
 
-        return pipeline.read_bitbucket(AuditStoreHook().get_conn(), run_id,
+        return pipeline.read_bitbucket(AuditStoreHook().get_conn(), sync_run,
                                        BitbucketHook().get_conn())
 
     @task(retries=0)
-    def plan_sync(run_id: str, _current: dict) -> dict:
+    def plan_sync(sync_run: str, _current: dict) -> dict:
         from identity_sync import pipeline
         from identity_sync_airflow.hooks import AuditStoreHook, BitbucketHook
 
@@ -112,7 +113,7 @@ def idcs_bitbucket_sync() -> None:
                                       approve_deprovisioning=bool(params["approve_deprovisioning"]))
         service_account = BitbucketHook().get_conn().username
         try:
-            return pipeline.plan(AuditStoreHook().get_conn(), run_id, current_rules()[0],
+            return pipeline.plan(AuditStoreHook().get_conn(), sync_run, current_rules()[0],
                                  service_account, options)
         except pipeline.SafetyGateError as exc:
             raise AirflowFailException(f"safety gate: {exc}") from exc
@@ -138,26 +139,26 @@ def idcs_bitbucket_sync() -> None:
                 "superseded": result.superseded}
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
-    def finish_run(run_id: str) -> dict:
+    def finish_run(sync_run: str) -> dict:
         from identity_sync import pipeline
         from identity_sync_airflow.hooks import AuditStoreHook
 
-        summary = pipeline.finish(AuditStoreHook().get_conn(), run_id)
+        summary = pipeline.finish(AuditStoreHook().get_conn(), sync_run)
         print(pipeline.format_summary(summary))
         if summary["status"] in ("failed", "blocked"):
             raise AirflowFailException(f"sync {summary['status']}: {summary['message']}")
         return summary
 
-    run_id = start_run()
-    extracted = extract_idcs(run_id)
-    checked = check_data_quality(run_id, extracted)
-    mapped = map_to_bitbucket(run_id, checked)
-    current = read_bitbucket(run_id, mapped)
-    batches = plan_sync(run_id, current)
+    sync_run = start_run()
+    extracted = extract_idcs(sync_run)
+    checked = check_data_quality(sync_run, extracted)
+    mapped = map_to_bitbucket(sync_run, checked)
+    current = read_bitbucket(sync_run, mapped)
+    batches = plan_sync(sync_run, current)
     applied = []
     for phase in ("groups", "users", "removals", "additions"):
         refs = select_batches.override(task_id=f"{phase}_batches")(batches, phase)
         applied.append(apply_batch.override(task_id=f"apply_{phase}").expand(batch=refs))
-    chain(*applied, finish_run(run_id))
+    chain(*applied, finish_run(sync_run))
 
 idcs_bitbucket_sync()

@@ -21,6 +21,7 @@ os.environ.update({
     "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+    "IDSYNC_RETRY_DELAY_SECONDS": "1",
 })
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

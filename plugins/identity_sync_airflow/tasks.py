@@ -12,6 +12,8 @@ from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
 from identity_sync.mapping.rules import DEFAULT_RULES_PATH, SyncRules, load_rules
 
 SYNC_DAG_IDS = ("idcs_bitbucket_sync",)
+# First retry delay (grows exponentially); tests shorten it so a failure does not stall them.
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("IDSYNC_RETRY_DELAY_SECONDS", "30")))
 BITBUCKET_POOL = "bitbucket_api"
 
 # Retry transient API trouble with backoff; fail at once on what a retry cannot fix.
@@ -19,7 +21,7 @@ APPLY_RETRY_POLICY = ExceptionRetryPolicy(rules=[
     RetryRule(exception="identity_sync.loading.apply.PermanentApplyError",
               action=RetryAction.FAIL, reason="permanent Bitbucket error: retrying cannot help"),
     RetryRule(exception="identity_sync.loading.apply.TransientApplyError",
-              action=RetryAction.RETRY, retry_delay=timedelta(seconds=30),
+              action=RetryAction.RETRY, retry_delay=RETRY_DELAY,
               reason="transient Bitbucket error: retrying the unfinished operations"),
 ])
 READ_RETRY_POLICY = ExceptionRetryPolicy(rules=[

@@ -401,10 +401,16 @@ def compile_node(node: Node, case_exact: CaseExact | None = None, prefix: str = 
     """
     exact_of = case_exact or (lambda _name: False)
     if isinstance(node, And):
-        left, right = compile_node(node.left, exact_of, prefix), compile_node(node.right, exact_of, prefix)
+        left, right = (
+            compile_node(node.left, exact_of, prefix),
+            compile_node(node.right, exact_of, prefix),
+        )
         return lambda r: left(r) and right(r)
     if isinstance(node, Or):
-        left, right = compile_node(node.left, exact_of, prefix), compile_node(node.right, exact_of, prefix)
+        left, right = (
+            compile_node(node.left, exact_of, prefix),
+            compile_node(node.right, exact_of, prefix),
+        )
         return lambda r: left(r) or right(r)
     if isinstance(node, Not):
         inner = compile_node(node.inner, exact_of, prefix)
