@@ -14,6 +14,7 @@ quarantine are in the audit store, never in Airflow's metadata database.
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ from identity_sync_airflow.tasks import (
 )
 
 _SCHEDULE = os.environ.get("IDSYNC_SCHEDULE", "@hourly")
+log = logging.getLogger(__name__)
 
 
 @dag(
@@ -144,7 +146,7 @@ def idcs_bitbucket_sync() -> None:
         from identity_sync_airflow.hooks import AuditStoreHook
 
         summary = pipeline.finish(AuditStoreHook().get_conn(), sync_run)
-        print(pipeline.format_summary(summary))
+        log.info("%s", pipeline.format_summary(summary))
         if summary["status"] in ("failed", "blocked"):
             raise AirflowFailException(f"sync {summary['status']}: {summary['message']}")
         return summary

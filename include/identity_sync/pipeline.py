@@ -26,6 +26,7 @@ from .planning.planner import PlanInput, plan_changes
 log = logging.getLogger(__name__)
 
 SNAPSHOT, DESIRED, CURRENT = "idcs_snapshot", "desired_state", "bitbucket_state"
+PLAN_PREVIEW = 10  # operations shown in the task log; the full plan is in the audit store
 
 
 class SafetyGateError(RuntimeError):
@@ -82,6 +83,9 @@ def map_desired(store: AuditStore, run_id: str, rules: SyncRules) -> dict[str, i
          "expectation": "mapping rules", "value": None} for r in result.rejected])
     desired = result.desired
     store.put_artifact(run_id, DESIRED, desired.to_dict(), len(desired.users))
+    log.info("mapping: %d users, %d managed groups, %d memberships wanted; %d users rejected",
+             len(desired.users), len(desired.managed_groups),
+             sum(len(m) for m in desired.memberships.values()), len(result.rejected))
     return {"users": len(desired.users), "groups": len(desired.managed_groups),
             "memberships": sum(len(m) for m in desired.memberships.values()),
             "rejected": len(result.rejected)}
@@ -113,10 +117,11 @@ def plan(store: AuditStore, run_id: str, rules: SyncRules, service_account: str,
     store.record_plan(run_id, ops)
     counts = result.counts()
     log.info("plan for %s: %d operations %s", run_id, len(ops), counts or "(nothing to change)")
-    for op in ops[:50]:
-        log.info("  %-22s %-40s %s", op.kind.value, op.target, op.reason)
-    if len(ops) > 50:
-        log.info("  ... and %d more (all in the audit store, table plan_operations)", len(ops) - 50)
+    for op in ops[:PLAN_PREVIEW]:
+        log.info("  %-22s %-32s %s", op.kind.value, op.target, op.reason)
+    if len(ops) > PLAN_PREVIEW:
+        log.info("  ... and %d more (all in the audit store, table plan_operations)",
+                 len(ops) - PLAN_PREVIEW)
 
     blocked = _safety_gate(rules, result.deprovisioned, anchors, snapshot_rows, options)
     status = "blocked" if blocked else ("dry_run" if options.dry_run else "planned")

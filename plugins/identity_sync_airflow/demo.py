@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def configure_airflow(home: Path) -> None:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("DEMO_LOG_LEVEL", "WARNING"),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("DEMO_AIRFLOW_LOG_LEVEL", "ERROR"),
         "IDSYNC_SCHEDULE": "none",
     })
 
@@ -51,10 +52,22 @@ def set_connections(connections: dict[str, dict[str, object]], audit_db: Path) -
         os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
 
 
+def show_progress() -> None:
+    """Print the sync's own progress lines (the ``identity_sync`` loggers) plainly; Airflow's
+    machinery stays at ERROR unless DEMO_AIRFLOW_LOG_LEVEL says otherwise."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("  %(asctime)s  %(message)s", "%H:%M:%S"))
+    progress = logging.getLogger("identity_sync")
+    progress.setLevel(logging.INFO)
+    progress.addHandler(handler)
+    progress.propagate = False
+
+
 def run_dag(conf: dict[str, object] | None = None) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(PROJECT / "dags" / f"{DAG_ID}.py"))
+    show_progress()
     if bag.import_errors:
         raise SystemExit(f"DAG import failed: {bag.import_errors}")
     return bag.get_dag(DAG_ID).test(run_conf=conf or {})

@@ -118,8 +118,12 @@ def check_users(users: list[IdcsUser], suite_name: str = "idcs_users",
     records = users_frame_records(users)
     outcomes = run_suite(suite, records, USER_COLUMNS)
     quarantined: dict[int, dict[str, Any]] = {}
+    failed = [o for o in outcomes if not o.success]
+    log.info("data quality: %d expectations on %d users, %d failed", len(outcomes), len(records),
+             len(failed))
+    for outcome in failed:
+        log.warning("data quality %s; sample: %s", outcome.describe(), outcome.sample[:5])
     for outcome in outcomes:
-        log.info("data quality %s", outcome.describe())
         if outcome.severity != "record" or outcome.success:
             continue
         for row in outcome.rows:
