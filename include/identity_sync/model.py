@@ -24,6 +24,7 @@ class IdcsUser:
     active: bool
     federated: bool = False
     group_ids: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)  # attributes the rules read
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,12 @@ class DesiredState:
     """The managed part of Bitbucket as IDCS and the rules want it."""
 
     users: dict[str, DesiredUser]  # by IDCS id
-    managed_groups: list[str]
+    managed_groups: list[str]  # groups whose membership the sync owns: they also lose members
     memberships: dict[str, list[str]]  # group name -> Bitbucket user names
     group_permissions: dict[str, str]  # group name -> global permission
+    additive_groups: list[str] = field(default_factory=list)  # members only ever added
+    initial_groups: list[str] = field(default_factory=list)  # new users join these once
+    create_only: list[str] = field(default_factory=list)  # attributes set on create only
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,12 +86,21 @@ class DesiredState:
             "managed_groups": self.managed_groups,
             "memberships": self.memberships,
             "group_permissions": self.group_permissions,
+            "additive_groups": self.additive_groups,
+            "initial_groups": self.initial_groups,
+            "create_only": self.create_only,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DesiredState:
         users = {u["idcs_id"]: DesiredUser(**u) for u in data["users"]}
-        return cls(users, data["managed_groups"], data["memberships"], data["group_permissions"])
+        return cls(users, data["managed_groups"], data["memberships"], data["group_permissions"],
+                   data.get("additive_groups", []), data.get("initial_groups", []),
+                   data.get("create_only", []))
+
+    def groups_to_read(self) -> list[str]:
+        """Every group whose members the planner compares."""
+        return [*self.managed_groups, *self.additive_groups]
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from .loading.apply import BatchResult, apply_batch
 from .mapping.rules import SyncRules
 from .mapping.transform import build_desired_state
 from .model import BitbucketState, DesiredState, IdcsSnapshot
-from .planning.operations import PHASE_ORDER, assign_batches, batch_refs
-from .planning.planner import PlanInput, plan_changes
+from .planning.operations import PHASE_ORDER, Operation, assign_batches, batch_refs
+from .planning.planner import Plan, PlanInput, plan_changes
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,19 @@ def start(store: AuditStore, run_id: str, *, dag_id: str, trigger: str, mode: st
 def extract(store: AuditStore, run_id: str, client: IdcsClient, rules: SyncRules,
             app_id: str | None) -> dict[str, int]:
     snapshot = extract_snapshot(client, mode=rules.scope.mode, app_id=app_id,
-                                include_inactive=rules.scope.include_inactive)
+                                include_inactive=rules.scope.include_inactive,
+                                scim_filter=rules.scope.filter,
+                                extra_attributes=rules.extra_user_attributes())
     store.put_artifact(run_id, SNAPSHOT, snapshot.to_dict(), len(snapshot.users))
-    return {"users": len(snapshot.users), "groups": len(snapshot.groups),
-            "users_seen": snapshot.total_users_seen, "requests": client.requests_made}
+    counts = {"users": len(snapshot.users), "groups": len(snapshot.groups),
+              "users_seen": snapshot.total_users_seen, "requests": client.requests_made}
+    _merge_counts(store, run_id, extract=counts)
+    return counts
+
+
+def _merge_counts(store: AuditStore, run_id: str, **sections: Any) -> None:
+    run = store.get_run(run_id) or {}
+    store.update_run(run_id, counts={**(run.get("counts") or {}), **sections})
 
 
 def check_quality(store: AuditStore, run_id: str) -> dict[str, Any]:
@@ -93,39 +102,57 @@ def map_desired(store: AuditStore, run_id: str, rules: SyncRules) -> dict[str, i
 
 def read_bitbucket(store: AuditStore, run_id: str, client: BitbucketClient) -> dict[str, int]:
     desired = DesiredState.from_dict(store.get_artifact(run_id, DESIRED))
-    state = read_state(client, desired.managed_groups)
+    state = read_state(client, desired.groups_to_read())
     store.put_artifact(run_id, CURRENT, state.to_dict(), len(state.users))
     return {"users": len(state.users), "groups": len(state.groups),
             "requests": client.requests_made}
 
 
+def last_successful_run(store: AuditStore, run_id: str) -> dict[str, Any] | None:
+    """The newest earlier run of the same DAG that applied successfully (not a dry run)."""
+    run = store.get_run(run_id) or {}
+    for other in store.runs(limit=200):
+        if (other["run_id"] != run_id and other["dag_id"] == run.get("dag_id")
+                and other["status"] == "succeeded" and not other["dry_run"]):
+            return other
+    return None
+
+
 def plan(store: AuditStore, run_id: str, rules: SyncRules, service_account: str,
          options: RunOptions) -> dict[str, list[dict[str, Any]]]:
-    """Plan, record the plan, then apply the safety gate. Returns batch descriptors per phase
+    """Plan, record the plan, then apply the safety gates. Returns batch descriptors per phase
     (empty lists for a dry run)."""
     desired = DesiredState.from_dict(store.get_artifact(run_id, DESIRED))
     current = BitbucketState.from_dict(store.get_artifact(run_id, CURRENT))
-    snapshot_rows = store.get_artifact(run_id, SNAPSHOT)["total_users_seen"]
+    snapshot = store.get_artifact(run_id, SNAPSHOT)
+    previous = last_successful_run(store, run_id)
+    previously_managed: list[str] = []
+    if previous is not None and rules.groups.delete_removed:
+        previously_managed = DesiredState.from_dict(
+            store.get_artifact(previous["run_id"], DESIRED)).groups_to_read()
     anchors = store.anchors()
     result = plan_changes(PlanInput(
         desired, current, anchors, deprovision=rules.users.deprovision,
         protected_users=[service_account, *rules.users.protected],
-        members_per_request=rules.apply.members_per_request,
+        members_per_request=rules.apply.members_per_request, adopt=rules.users.adopt,
+        protected_groups=rules.groups.protected, previously_managed_groups=previously_managed,
+        delete_removed_groups=rules.groups.delete_removed,
     ))
     ops = result.operations
     assign_batches(ops, rules.apply.batch_size, rules.apply.max_batches)
     store.record_plan(run_id, ops)
+    store.record_quarantine(run_id, [
+        {"record_type": "user", "record_id": c["id"], "reason": c["reason"],
+         "expectation": "identity matching", "value": None} for c in result.conflicts])
     counts = result.counts()
-    log.info("plan for %s: %d operations %s", run_id, len(ops), counts or "(nothing to change)")
-    for op in ops[:PLAN_PREVIEW]:
-        log.info("  %-22s %-32s %s", op.kind.value, op.target, op.reason)
-    if len(ops) > PLAN_PREVIEW:
-        log.info("  ... and %d more (all in the audit store, table plan_operations)",
-                 len(ops) - PLAN_PREVIEW)
+    log.info("%s", describe_plan(run_id, ops))
+    for conflict in result.conflicts:
+        log.warning("not synced: IDCS user %s: %s", conflict["id"], conflict["reason"])
 
-    blocked = _safety_gate(rules, result.deprovisioned, anchors, snapshot_rows, options)
+    blocked = safety_gate(rules, result, anchors, snapshot, previous, options)
     status = "blocked" if blocked else ("dry_run" if options.dry_run else "planned")
-    store.update_run(run_id, status=status, counts={"planned": counts}, message=blocked)
+    _merge_counts(store, run_id, planned=counts)
+    store.update_run(run_id, status=status, message=blocked)
     if blocked:
         store.update_run(run_id, ended_at=utcnow())
         raise SafetyGateError(blocked)
@@ -135,20 +162,51 @@ def plan(store: AuditStore, run_id: str, rules: SyncRules, service_account: str,
     return batch_refs(run_id, ops)
 
 
-def _safety_gate(rules: SyncRules, deprovisioned: list[str], anchors: dict[str, str],
-                 users_seen: int, options: RunOptions) -> str | None:
+def describe_plan(run_id: str, ops: list[Operation], per_kind: int = PLAN_PREVIEW) -> str:
+    """Counts by kind and the first few operations of each kind, for the task log."""
+    if not ops:
+        return f"plan for {run_id}: 0 operations (nothing to change)"
+    by_kind: dict[str, list[Operation]] = {}
+    for op in ops:
+        by_kind.setdefault(op.kind.value, []).append(op)
+    lines = [f"plan for {run_id}: {len(ops)} operations"]
+    for kind, kind_ops in by_kind.items():
+        lines.append(f"  {kind} × {len(kind_ops)}")
+        lines += [f"    {op.describe():<40} {op.reason}" for op in kind_ops[:per_kind]]
+        if len(kind_ops) > per_kind:
+            lines.append(f"    ... and {len(kind_ops) - per_kind} more")
+    lines.append("  (every operation is in the audit store, table plan_operations)")
+    return "\n".join(lines)
+
+
+def safety_gate(rules: SyncRules, result: Plan, anchors: dict[str, str],
+                snapshot: dict[str, Any], previous: dict[str, Any] | None,
+                options: RunOptions) -> str | None:
+    """A one-line reason to stop before writing, or None (design invariant 5)."""
     safety = rules.safety
+    users_seen = snapshot["total_users_seen"]
     if users_seen < safety.min_users:
         return (f"IDCS returned {users_seen} users (minimum {safety.min_users}): refusing to sync "
                 "from what looks like a partial or empty extract")
-    n = len(deprovisioned)
-    if n == 0 or options.approve_deprovisioning:
+    if options.approve_deprovisioning:
         return None
-    percent = 100.0 * n / max(len(anchors), 1)
-    if n > safety.max_deprovision or percent > safety.max_deprovision_percent:
-        return (f"plan deprovisions {n} users ({percent:.1f}% of managed users), above the limit "
-                f"of {safety.max_deprovision} / {safety.max_deprovision_percent}%: review the plan "
-                "and re-run with approve_deprovisioning=true")
+    before = ((previous or {}).get("counts") or {}).get("extract", {}).get("users")
+    now = len(snapshot["users"])
+    if before and now < before:
+        shrink = 100.0 * (before - now) / before
+        if shrink > safety.max_shrink_percent:
+            return (f"the IDCS extract shrank from {before} to {now} users in scope "
+                    f"({shrink:.1f}%, limit {safety.max_shrink_percent}%) since the last "
+                    "successful run: check IDCS, then re-run with approve_deprovisioning=true")
+    losing = set(result.deprovisioned) | set(result.licence_losses)
+    if not losing:
+        return None
+    percent = 100.0 * len(losing) / max(len(anchors), 1)
+    if len(losing) > safety.max_deprovision or percent > safety.max_deprovision_percent:
+        return (f"plan deprovisions or unlicenses {len(losing)} users ({percent:.1f}% of managed "
+                f"users), above the limit of {safety.max_deprovision} / "
+                f"{safety.max_deprovision_percent}%: review the plan and re-run with "
+                "approve_deprovisioning=true")
     return None
 
 
@@ -189,7 +247,7 @@ def summarise(store: AuditStore, run_id: str) -> dict[str, Any]:
     memberships_added = sum(len(op["params"]["users"]) for op in store.plan(run_id)
                             if op["kind"] == "add_members" and op["status"] == "done")
     disabled = {op["target"] for op in store.plan(run_id) if op["status"] == "done"
-                and op["reason"].startswith("deprovision (disable)")}
+                and op["kind"] == "disable_user"}
     return {
         "run_id": run_id,
         "status": run.get("status"),
@@ -198,9 +256,11 @@ def summarise(store: AuditStore, run_id: str) -> dict[str, Any]:
         "users_created": done("create_user"),
         "users_updated": done("update_user") + done("rename_user"),
         "users_adopted": done("adopt_user"),
+        "users_reactivated": done("reactivate_user"),
         "users_disabled": len(disabled),
         "users_deleted": done("delete_user"),
         "groups_created": done("create_group"),
+        "groups_deleted": done("delete_group"),
         "memberships_added": memberships_added,
         "memberships_removed": done("remove_membership"),
         "failures": sum(s.get("failed", 0) for s in by_kind.values()),
@@ -217,9 +277,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"Sync run {summary['run_id']}: {headline}",
         f"  users:       {summary['users_created']} created, {summary['users_updated']} updated, "
-        f"{summary['users_adopted']} adopted, {summary['users_disabled']} disabled, "
-        f"{summary['users_deleted']} deleted",
-        f"  groups:      {summary['groups_created']} created",
+        f"{summary['users_adopted']} adopted, {summary['users_reactivated']} reactivated, "
+        f"{summary['users_disabled']} disabled, {summary['users_deleted']} deleted",
+        f"  groups:      {summary['groups_created']} created, {summary['groups_deleted']} deleted",
         f"  memberships: {summary['memberships_added']} added, "
         f"{summary['memberships_removed']} removed",
         f"  failures:    {summary['failures']}    quarantined records: {summary['quarantined']}",

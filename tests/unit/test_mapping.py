@@ -33,7 +33,9 @@ class TestTemplates:
 
     def test_unknown_attribute_is_named(self) -> None:
         with pytest.raises(TemplateError, match="unknown attribute 'login'"):
-            parse_template("{login}")
+            parse_template("{login}", open_paths=False)
+        with pytest.raises(TemplateError, match="unknown attribute 'urn:x:'"):
+            parse_template("{urn:x:}")
 
 
 class TestRules:
@@ -54,7 +56,7 @@ class TestRules:
             parse_rules("users:\n  deprovison: delete\n")
 
     def test_bad_template_rejected_at_load(self) -> None:
-        with pytest.raises(RulesError, match=r"users\.attributes\.name\.template"):
+        with pytest.raises(RulesError, match=r"users\.attributes\.name: .*unknown function 'nope'"):
             parse_rules("users:\n  attributes:\n    name: {template: '{userName|nope}'}\n")
 
     def test_not_yaml(self) -> None:

@@ -120,8 +120,11 @@ def test_rename_to_taken_name_is_not_done_and_membership_follows_old_name() -> N
                  {"devs": []})
     first, _, second = converge(PlanInput(desired([renamed], {"devs": ["bob"]}), current,
                                           {"u1": "alice"}))
+    # alice was in no group: she counts as returning, and joins devs under her old name.
     assert [(op.kind, op.params.get("users")) for op in first.operations] == [
-        (OpKind.ADD_MEMBERS, ["alice"])]
+        (OpKind.REACTIVATE_USER, None), (OpKind.ADD_MEMBERS, ["alice"])]
+    assert first.conflicts == [{"id": "u1", "reason": "rename of 'alice' to 'bob' blocked: "
+                                                      "that Bitbucket name is taken"}]
     assert second.operations == []
 
 
@@ -132,8 +135,10 @@ def test_inactive_user_is_disabled_not_deleted() -> None:
     first, after, second = converge(PlanInput(desired([ALICE, gone], {"devs": ["alice"]}),
                                               current, {"u1": "alice", "u2": "bob"}))
     assert first.deprovisioned == ["bob"]
-    assert {op.kind for op in first.operations} == {OpKind.REVOKE_USER_PERMISSION,
-                                                    OpKind.REMOVE_MEMBERSHIP}
+    assert [op.kind for op in first.operations] == [OpKind.DISABLE_USER,
+                                                    OpKind.REVOKE_USER_PERMISSION,
+                                                    OpKind.REMOVE_MEMBERSHIP]
+    assert first.operations[0].before == {"groups": ["devs"]}
     assert all(op.reason.startswith("deprovision (disable): inactive in IDCS")
                for op in first.operations)
     assert "bob" in after.users and after.memberships["devs"] == ["alice"]

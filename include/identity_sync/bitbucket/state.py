@@ -11,8 +11,9 @@ log = logging.getLogger(__name__)
 
 
 def read_state(client: BitbucketClient, managed_groups: list[str]) -> BitbucketState:
-    """Everything the planner compares against. Member lists are read only for managed groups
-    that exist, since only those can lose or gain members."""
+    """Everything the planner compares against. Member lists are read only for the groups the
+    rules produce and the groups that grant a global permission (a disabled user must leave
+    those), since no other membership can change."""
     state = BitbucketState()
     for user in client.list_users():
         state.users[key(user["name"])] = BitbucketUser(
@@ -24,13 +25,15 @@ def read_state(client: BitbucketClient, managed_groups: list[str]) -> BitbucketS
         )
     for name in client.list_groups():
         state.groups[key(name)] = name
-    for group in managed_groups:
-        if key(group) in state.groups:
-            state.memberships[key(group)] = [m["name"] for m in client.group_members(group)]
     for entry in client.group_permissions():
         state.group_permissions[key(entry["group"]["name"])] = entry["permission"]
+    wanted = {key(g): g for g in managed_groups}
+    wanted.update({g: state.groups[g] for g in state.group_permissions if g in state.groups})
+    for gkey, group in sorted(wanted.items()):
+        if gkey in state.groups:
+            state.memberships[gkey] = [m["name"] for m in client.group_members(group)]
     for entry in client.user_permissions():
         state.user_permissions[key(entry["user"]["name"])] = entry["permission"]
-    log.info("Bitbucket state: %d users, %d groups, %d managed groups read, %d requests",
+    log.info("Bitbucket state: %d users, %d groups, members of %d groups read, %d requests",
              len(state.users), len(state.groups), len(state.memberships), client.requests_made)
     return state

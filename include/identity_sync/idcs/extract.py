@@ -34,7 +34,24 @@ def primary_email(emails: list[dict[str, Any]] | None) -> str | None:
     return None
 
 
-def parse_user(resource: dict[str, Any]) -> IdcsUser:
+def resolve_path(resource: dict[str, Any], path: str) -> Any:
+    """The value of an IDCS attribute path (``title``, ``name.middleName``, an extension URN
+    followed by ``:attr``); a multi-valued attribute gives the list of its ``value``s."""
+    node: Any = resource
+    if path.startswith("urn:"):
+        urn, _, attribute = path.rpartition(":")
+        node = resource.get(urn) or {}
+        path = attribute
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    if isinstance(node, list):
+        return [v.get("value") if isinstance(v, dict) else v for v in node]
+    return node
+
+
+def parse_user(resource: dict[str, Any], extra: list[str] | None = None) -> IdcsUser:
     name = resource.get("name") or {}
     return IdcsUser(
         id=resource.get("id"),
@@ -49,6 +66,7 @@ def parse_user(resource: dict[str, Any]) -> IdcsUser:
             g["value"] for g in resource.get("groups") or []
             if g.get("value") and g["value"] != ALL_USERS_GROUP_ID
         ),
+        extra={path: resolve_path(resource, path) for path in extra or []},
     )
 
 
@@ -65,10 +83,21 @@ def granted_user_ids(client: IdcsClient, app_id: str) -> tuple[set[str], set[str
     return users, groups
 
 
+def _attribute_roots(paths: list[str]) -> list[str]:
+    """What to ask IDCS for so that each path comes back (sub-attributes ask for their parent)."""
+    return [p.rpartition(":")[0] + ":" + p.rpartition(":")[2].split(".")[0]
+            if p.startswith("urn:") else p.split(".")[0] for p in paths]
+
+
 def extract_snapshot(client: IdcsClient, *, mode: str = "all", app_id: str | None = None,
-                     include_inactive: bool = True) -> IdcsSnapshot:
-    all_users = [parse_user(r) for r in
-                 client.iter_resources("/admin/v1/Users", {"attributes": USER_ATTRIBUTES})]
+                     include_inactive: bool = True, scim_filter: str | None = None,
+                     extra_attributes: list[str] | None = None) -> IdcsSnapshot:
+    extra = extra_attributes or []
+    attributes = ",".join([USER_ATTRIBUTES, *sorted(set(_attribute_roots(extra)))])
+    params = {"attributes": attributes}
+    if mode == "filter":
+        params["filter"] = scim_filter or ""
+    all_users = [parse_user(r, extra) for r in client.iter_resources("/admin/v1/Users", params)]
     groups = [
         IdcsGroup(r["id"], r.get("displayName") or "")
         for r in client.iter_resources("/admin/v1/Groups", {"attributes": "displayName"})
@@ -83,6 +112,8 @@ def extract_snapshot(client: IdcsClient, *, mode: str = "all", app_id: str | Non
         users = [u for u in all_users
                  if u.id in granted_users or granted_groups.intersection(u.group_ids)]
         scope = f"users granted app {app_id}"
+    elif mode == "filter":
+        scope = f"users matching {scim_filter}"
     if not include_inactive:
         users = [u for u in users if u.active]
     log.info("IDCS extract: %d of %d users in scope (%s), %d groups, %d requests",

@@ -7,14 +7,28 @@ Errors name the field and the problem, e.g. ``groups.permissions.devs: Input sho
 from __future__ import annotations
 
 import hashlib
+import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .templates import GROUP_ATTRIBUTES, Template, TemplateError, parse_template
+from .templates import (
+    GROUP_ATTRIBUTES,
+    USER_ATTRIBUTES,
+    Template,
+    TemplateError,
+    parse_template,
+)
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parents[2] / "sync_rules.yaml"
 
@@ -34,43 +48,143 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TemplateText(_Strict):
-    template: str
+class AttributeRule(_Strict):
+    """Where a Bitbucket attribute comes from: exactly one of ``source`` (an IDCS attribute),
+    ``constant`` or ``template``; ``apply: create`` sets it on new users only."""
 
-    @field_validator("template")
-    @classmethod
-    def _parses(cls, value: str) -> str:
+    source: str | None = None
+    constant: str | None = None
+    template: str | None = None
+    apply: Literal["always", "create"] = "always"
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> AttributeRule:
+        given = [k for k in ("source", "constant", "template") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of source, constant or template"
+                             + (f" (got {', '.join(given)})" if given else ""))
         try:
-            parse_template(value)
+            self.compile()
         except TemplateError as exc:
             raise ValueError(str(exc)) from exc
-        return value
+        return self
 
     def compile(self) -> Template:
-        return parse_template(self.template)
+        if self.source is not None:
+            return parse_template("{" + self.source + "}")
+        if self.constant is not None:
+            return Template(self.constant, (self.constant,))
+        return parse_template(self.template or "")
 
 
 class UserAttributes(_Strict):
-    name: TemplateText = TemplateText(template="{userName|lower}")
-    displayName: TemplateText = TemplateText(template="{displayName}")
-    emailAddress: TemplateText = TemplateText(template="{email|lower}")
+    name: AttributeRule = AttributeRule(template="{userName|lower}")
+    displayName: AttributeRule = AttributeRule(template="{displayName|trim}")
+    emailAddress: AttributeRule = AttributeRule(template="{email|lower}")
+
+    def items(self) -> list[tuple[str, AttributeRule]]:
+        return [("name", self.name), ("displayName", self.displayName),
+                ("emailAddress", self.emailAddress)]
+
+
+class Condition(_Strict):
+    """One attribute test: ``equals`` / ``in`` (case-insensitive) or ``matches`` (regex)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    attribute: str
+    equals: str | None = None
+    in_: list[str] | None = Field(None, alias="in")
+    matches: str | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Condition:
+        given = [k for k in ("equals", "in_", "matches") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of equals, in or matches")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as exc:
+                raise ValueError(f"bad regex {self.matches!r}: {exc}") from exc
+        return self
+
+    def test(self, value: Any) -> bool:
+        values = value if isinstance(value, list) else [value]
+        texts = ["" if v is None else str(v) for v in values]
+        if self.equals is not None:
+            return any(t.casefold() == self.equals.casefold() for t in texts)
+        if self.in_ is not None:
+            wanted = {w.casefold() for w in self.in_}
+            return any(t.casefold() in wanted for t in texts)
+        return any(re.search(self.matches or "", t) for t in texts)
+
+
+class ScopeFilter(_Strict):
+    active: bool | None = None
+    federated: bool | None = None
+    member_of: list[str] = Field(default_factory=list, description="IDCS group display names")
+    attributes: list[Condition] = Field(default_factory=list)
 
 
 class ScopeRules(_Strict):
-    """Which IDCS users are in scope: all users, or those granted the IDCS App (app id in the
-    ``idcs_default`` connection's extra ``app_id``)."""
+    """Which IDCS users are in scope. ``mode``: all users; users granted the IDCS App (app id in
+    the ``idcs_default`` connection's extra ``app_id``); or a SCIM ``filter``. Then ``include``
+    (every listed condition must hold) and ``exclude`` (any listed condition removes the user)."""
 
-    mode: Literal["all", "app_grants"] = "app_grants"
+    mode: Literal["all", "app_grants", "filter"] = "app_grants"
+    filter: str | None = None
     include_inactive: bool = Field(
-        True, description="Keep inactive users in the extract so they can be deprovisioned."
-    )
+        True, description="Keep inactive users in the extract so they can be deprovisioned.")
+    include: ScopeFilter = ScopeFilter()
+    exclude: ScopeFilter = ScopeFilter()
+
+    @model_validator(mode="after")
+    def _filter_for_filter_mode(self) -> ScopeRules:
+        if (self.mode == "filter") != bool(self.filter):
+            raise ValueError("mode 'filter' needs a SCIM filter in 'filter' (and only it does)")
+        return self
 
 
 class UserRules(_Strict):
     attributes: UserAttributes = UserAttributes()
     deprovision: Literal["disable", "delete", "keep"] = "disable"
+    adopt: Literal["username", "username_or_email", "none"] = "username"
     protected: list[str] = Field(default_factory=list, description="Bitbucket users never touched.")
     initial_password: Literal["random", "notify"] = "random"
+
+
+class RegexRename(_Strict):
+    pattern: str
+    replace: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"bad regex {value!r}: {exc}") from exc
+        return value
+
+
+class GroupsFromAttribute(_Strict):
+    """Bitbucket group memberships from a user attribute's values (e.g. department)."""
+
+    attribute: str
+    name_template: str = "{value|slug}"
+
+    @field_validator("name_template")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        return _check_group_template(value)
+
+
+def _check_group_template(value: str) -> str:
+    try:
+        parse_template(value, GROUP_ATTRIBUTES, open_paths=False)
+    except TemplateError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
 
 
 class GroupRules(_Strict):
@@ -78,24 +192,29 @@ class GroupRules(_Strict):
     exclude: list[str] = Field(default_factory=lambda: ["All Tenant Users"])
     rename: dict[str, str] = Field(default_factory=dict, description="IDCS name -> Bitbucket name.")
     name_template: str = "{displayName}"
+    regex_rename: list[RegexRename] = Field(default_factory=list)
+    prefix: str = ""
+    suffix: str = ""
     default_groups: list[str] = Field(default_factory=list)
+    new_user_groups: list[str] = Field(default_factory=list)
+    from_attribute: GroupsFromAttribute | None = None
+    managed: list[str] = Field(default_factory=lambda: ["*"],
+                               description="Bitbucket group globs that lose members.")
     permissions: dict[str, Permission] = Field(default_factory=dict)
     protected: list[str] = Field(default_factory=list, description="Bitbucket groups never changed.")
+    delete_removed: bool = False
 
     @field_validator("name_template")
     @classmethod
     def _parses(cls, value: str) -> str:
-        try:
-            parse_template(value, GROUP_ATTRIBUTES)
-        except TemplateError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
+        return _check_group_template(value)
 
 
 class SafetyRules(_Strict):
     max_deprovision: Annotated[int, Field(ge=0)] = 25
     max_deprovision_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
     min_users: Annotated[int, Field(ge=0)] = 1
+    max_shrink_percent: Annotated[float, Field(ge=0, le=100)] = 20.0
 
 
 class ApplyRules(_Strict):
@@ -111,6 +230,17 @@ class SyncRules(_Strict):
     groups: GroupRules = GroupRules()
     safety: SafetyRules = SafetyRules()
     apply: ApplyRules = ApplyRules()
+
+    def extra_user_attributes(self) -> list[str]:
+        """IDCS attribute paths the rules read beyond the ones always extracted."""
+        paths: list[str] = []
+        for _, rule in self.users.attributes.items():
+            paths += rule.compile().attributes()
+        for flt in (self.scope.include, self.scope.exclude):
+            paths += [c.attribute for c in flt.attributes]
+        if self.groups.from_attribute:
+            paths.append(self.groups.from_attribute.attribute)
+        return sorted({p for p in paths if p not in USER_ATTRIBUTES})
 
 
 def _describe(exc: ValidationError) -> str:

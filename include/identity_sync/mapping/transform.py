@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..model import DesiredState, DesiredUser, IdcsGroup, IdcsSnapshot, IdcsUser, key
-from .rules import SyncRules
+from .rules import ScopeFilter, SyncRules
 from .templates import GROUP_ATTRIBUTES, parse_template
 
 log = logging.getLogger(__name__)
@@ -18,74 +20,109 @@ log = logging.getLogger(__name__)
 class MappingResult:
     desired: DesiredState
     rejected: list[dict[str, str]] = field(default_factory=list)  # user id, reason
+    out_of_scope: int = 0
 
 
-def _matches(name: str, patterns: list[str]) -> bool:
+def matches_any(name: str, patterns: list[str]) -> bool:
+    """Case-insensitive glob match (Bitbucket and IDCS names compare case-insensitively)."""
     return any(fnmatch.fnmatchcase(name.casefold(), p.casefold()) for p in patterns)
+
+
+def _group_name(idcs_name: str, rules: SyncRules) -> str | None:
+    g = rules.groups
+    if idcs_name in g.rename:
+        return g.rename[idcs_name]
+    name = parse_template(g.name_template, GROUP_ATTRIBUTES, open_paths=False).render(
+        {"displayName": idcs_name, "value": idcs_name})
+    if not name:
+        return None
+    for rule in g.regex_rename:
+        name = re.sub(rule.pattern, rule.replace, name)
+    return f"{g.prefix}{name}{g.suffix}" if name else None
 
 
 def map_group_names(groups: list[IdcsGroup], rules: SyncRules) -> dict[str, str]:
     """IDCS group id → Bitbucket group name, for the groups the rules include."""
-    template = parse_template(rules.groups.name_template, GROUP_ATTRIBUTES)
     mapped: dict[str, str] = {}
     for group in groups:
-        if not _matches(group.display_name, rules.groups.include):
+        if not matches_any(group.display_name, rules.groups.include):
             continue
-        if _matches(group.display_name, rules.groups.exclude):
+        if matches_any(group.display_name, rules.groups.exclude):
             continue
-        name = rules.groups.rename.get(group.display_name) or template.render(
-            {"id": group.id, "displayName": group.display_name}
-        )
+        name = _group_name(group.display_name, rules)
         if name:
             mapped[group.id] = name
     return mapped
 
 
-def _user_values(user: IdcsUser) -> dict[str, str | None]:
+def user_values(user: IdcsUser) -> dict[str, Any]:
     return {
+        **user.extra,
         "id": user.id,
         "userName": user.user_name,
         "displayName": user.display_name,
         "givenName": user.given_name,
         "familyName": user.family_name,
         "email": user.email,
+        "active": str(user.active).lower(),
+        "federated": str(user.federated).lower(),
     }
+
+
+def _hits(flt: ScopeFilter, user: IdcsUser, values: dict[str, Any],
+          group_names: set[str]) -> list[bool]:
+    """The outcome of each condition the filter sets (unset conditions are left out)."""
+    hits = []
+    if flt.active is not None:
+        hits.append(user.active == flt.active)
+    if flt.federated is not None:
+        hits.append(user.federated == flt.federated)
+    if flt.member_of:
+        hits.append(bool(group_names & {g.casefold() for g in flt.member_of}))
+    hits += [c.test(values.get(c.attribute)) for c in flt.attributes]
+    return hits
+
+
+def in_scope(user: IdcsUser, rules: SyncRules, group_names: set[str]) -> bool:
+    values = user_values(user)
+    include = _hits(rules.scope.include, user, values, group_names)
+    exclude = _hits(rules.scope.exclude, user, values, group_names)
+    return all(include) and not any(exclude)
 
 
 def build_desired_state(snapshot: IdcsSnapshot, rules: SyncRules) -> MappingResult:
     """Apply the rules. Users whose mapped name collides or comes out empty are rejected."""
-    attrs = rules.users.attributes
-    name_t, display_t, email_t = (
-        attrs.name.compile(),
-        attrs.displayName.compile(),
-        attrs.emailAddress.compile(),
-    )
+    templates = {attr: rule.compile() for attr, rule in rules.users.attributes.items()}
     group_names = map_group_names(snapshot.groups, rules)
+    idcs_group_name = {g.id: g.display_name.casefold() for g in snapshot.groups}
+    from_attr = rules.groups.from_attribute
+    attr_template = (parse_template(from_attr.name_template, GROUP_ATTRIBUTES, open_paths=False)
+                     if from_attr else None)
     result = MappingResult(DesiredState({}, [], {}, {}))
     seen_names: dict[str, str] = {}
     memberships: dict[str, set[str]] = defaultdict(set)
+    attribute_groups: set[str] = set()
 
     for user in snapshot.users:
         assert user.id is not None  # the quality gate quarantines users without an id
-        values = _user_values(user)
-        name, display, email = (t.render(values) for t in (name_t, display_t, email_t))
-        if not name or not display or not email:
-            missing = [
-                f for f, v in (("name", name), ("displayName", display), ("emailAddress", email))
-                if not v
-            ]
-            result.rejected.append(
-                {"id": user.id, "reason": f"mapped {', '.join(missing)} is empty"}
-            )
+        if not in_scope(user, rules, {idcs_group_name.get(g, "") for g in user.group_ids}):
+            result.out_of_scope += 1
             continue
+        values = user_values(user)
+        rendered = {attr: t.render(values) for attr, t in templates.items()}
+        missing = [attr for attr, value in rendered.items() if not value]
+        if missing:
+            result.rejected.append({"id": user.id,
+                                    "reason": f"mapped {', '.join(missing)} is empty"})
+            continue
+        name = rendered["name"] or ""
         if key(name) in seen_names:
-            result.rejected.append(
-                {"id": user.id, "reason": f"mapped name {name!r} collides with IDCS user "
-                 f"{seen_names[key(name)]}"}
-            )
+            result.rejected.append({"id": user.id, "reason": f"mapped name {name!r} collides "
+                                    f"with IDCS user {seen_names[key(name)]}"})
             continue
         seen_names[key(name)] = user.id
-        result.desired.users[user.id] = DesiredUser(user.id, name, display, email, user.active)
+        result.desired.users[user.id] = DesiredUser(user.id, name, rendered["displayName"] or "",
+                                                    rendered["emailAddress"] or "", user.active)
         if not user.active:
             continue
         for gid in user.group_ids:
@@ -93,15 +130,29 @@ def build_desired_state(snapshot: IdcsSnapshot, rules: SyncRules) -> MappingResu
                 memberships[group_names[gid]].add(name)
         for group in rules.groups.default_groups:
             memberships[group].add(name)
+        if from_attr and attr_template:
+            raw = user.extra.get(from_attr.attribute)
+            for value in raw if isinstance(raw, list) else [raw]:
+                group = attr_template.render({"value": value}) if value else None
+                if group:
+                    memberships[group].add(name)
+                    attribute_groups.add(group)
 
-    managed = sorted({*group_names.values(), *rules.groups.default_groups}, key=key)
-    protected = {key(g) for g in rules.groups.protected}
-    managed = [g for g in managed if key(g) not in protected]
-    result.desired.managed_groups = managed
-    result.desired.memberships = {g: sorted(memberships.get(g, ()), key=key) for g in managed}
-    result.desired.group_permissions = {
-        g: str(p.value) for g, p in rules.groups.permissions.items() if key(g) not in protected
-    }
+    desired = result.desired
+    protected = rules.groups.protected
+    produced = sorted({*group_names.values(), *rules.groups.default_groups, *attribute_groups},
+                      key=key)
+    produced = [g for g in produced if not matches_any(g, protected)]
+    desired.managed_groups = [g for g in produced if matches_any(g, rules.groups.managed)]
+    desired.additive_groups = [g for g in produced if not matches_any(g, rules.groups.managed)]
+    desired.memberships = {g: sorted(memberships.get(g, ()), key=key) for g in produced}
+    desired.initial_groups = [g for g in rules.groups.new_user_groups
+                              if not matches_any(g, protected)]
+    desired.group_permissions = {g: str(p.value) for g, p in rules.groups.permissions.items()
+                                 if not matches_any(g, protected)}
+    desired.create_only = [attr for attr, rule in rules.users.attributes.items()
+                           if rule.apply == "create"]
     if result.rejected:
-        log.warning("mapping rejected %d users", len(result.rejected))
+        log.warning("mapping rejected %d users (quarantined with the reason)",
+                    len(result.rejected))
     return result

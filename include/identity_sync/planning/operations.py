@@ -20,6 +20,13 @@ class OpKind(StrEnum):
     REMOVE_MEMBERSHIP = "remove_membership"
     REVOKE_USER_PERMISSION = "revoke_user_permission"
     ADD_MEMBERS = "add_members"
+    DISABLE_USER = "disable_user"
+    REACTIVATE_USER = "reactivate_user"
+    DELETE_GROUP = "delete_group"
+
+
+# Kinds that record a decision in the audit trail; the API calls are the operations beside them.
+MARKER_KINDS = frozenset({OpKind.ADOPT_USER, OpKind.DISABLE_USER, OpKind.REACTIVATE_USER})
 
 
 class Phase(StrEnum):
@@ -42,6 +49,9 @@ PHASE_OF: dict[OpKind, Phase] = {
     OpKind.REMOVE_MEMBERSHIP: Phase.REMOVALS,
     OpKind.REVOKE_USER_PERMISSION: Phase.REMOVALS,
     OpKind.ADD_MEMBERS: Phase.ADDITIONS,
+    OpKind.DISABLE_USER: Phase.REMOVALS,
+    OpKind.REACTIVATE_USER: Phase.USERS,
+    OpKind.DELETE_GROUP: Phase.REMOVALS,
 }
 PHASE_ORDER = list(Phase)
 
