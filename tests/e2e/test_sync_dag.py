@@ -46,14 +46,15 @@ def expected_state(dump: dict[str, Any]) -> tuple[dict[str, tuple[str, str]], di
         for member in group.get("members") or []:
             groups_of[member["value"]].add(group["id"])
     in_scope = [u for u in dump["users"]
-                if u["id"] in granted_users or groups_of[u["id"]] & granted_groups]
+                if (u["id"] in granted_users or groups_of[u["id"]] & granted_groups)
+                and not u["userName"].startswith("svc-")]
     names = defaultdict(int)
     for u in in_scope:
         names[u["userName"].lower()] += 1
     clean = [u for u in in_scope if names[u["userName"].lower()] == 1
              and work_email(u) and EMAIL.match(work_email(u))]
     active = [u for u in clean if u.get("active", True)]
-    users = {u["userName"].lower(): (u["displayName"].strip(), work_email(u).lower())
+    users = {u["userName"].lower(): (" ".join(u["displayName"].split()), work_email(u).lower())
              for u in active}
     group_name = {g["id"]: slug(g["displayName"]) for g in dump["groups"]}
     memberships: dict[str, set[str]] = {name: set() for name in group_name.values()}
@@ -154,3 +155,61 @@ def test_empty_scope_fails_closed_before_touching_bitbucket(live: Live) -> None:
     assert record["message"].startswith("critical data-quality failure")
     assert actual_state(live)[0] == {}
     assert store.plan(run.run_id) == []
+
+
+def test_email_change_case_only_change_and_reactivation(live: Live) -> None:
+    assert str(live.run_dag().state) == "success"
+    dump = copy.deepcopy(live.idcs_dump())
+    names = sorted(expected_state(dump)[0])
+    by_name = {u["userName"].lower(): u for u in dump["users"]}
+    mover, recased, leaver = by_name[names[0]], by_name[names[1]], by_name[names[2]]
+    mover["emails"] = [{"value": "New.Address@example.com", "type": "work", "primary": True}]
+    recased["userName"] = recased["userName"].upper()
+    leaver["active"] = False
+    live.load_idcs(dump)
+
+    disabled = live.run_dag()
+    assert str(disabled.state) == "success"
+    assert_in_step(live)
+    store = AuditStore(live.audit_url)
+    ops = {(op["kind"], op["target"]): op for op in store.plan(disabled.run_id)}
+    assert ops[("update_user", names[0])]["after"]["email"] == "new.address@example.com"
+    assert not any(target == names[1] for _, target in ops)  # case-only: nothing to do
+    assert ops[("disable_user", names[2])]["reason"] == "deprovision (disable): inactive in IDCS"
+
+    leaver["active"] = True
+    live.load_idcs(dump)
+    back = live.run_dag()
+    assert str(back.state) == "success"
+    assert_in_step(live)
+    kinds = {(op["kind"], op["target"]) for op in store.plan(back.run_id)}
+    assert ("reactivate_user", names[2]) in kinds
+    summary = store.get_run(back.run_id)
+    assert summary["status"] == "succeeded"
+
+
+def test_mass_deprovisioning_is_blocked_until_approved(live: Live) -> None:
+    assert str(live.run_dag().state) == "success"
+    dump = copy.deepcopy(live.idcs_dump())
+    names = sorted(expected_state(dump)[0])
+    leaving = set(names[:12])
+    for u in dump["users"]:
+        if u["userName"].lower() in leaving:
+            u["active"] = False
+    live.load_idcs(dump)
+    members_before = actual_state(live)[1]
+
+    blocked = live.run_dag()
+    assert str(blocked.state) == "failed"
+    store = AuditStore(live.audit_url)
+    record = store.get_run(blocked.run_id)
+    assert record["status"] == "blocked"
+    assert record["message"].startswith("plan deprovisions or unlicenses 12 users")
+    assert "\n" not in record["message"]
+    assert {op["status"] for op in store.plan(blocked.run_id)} == {"planned"}  # kept, not run
+    assert actual_state(live)[1] == members_before  # nothing written
+
+    approved = live.run_dag(approve_deprovisioning=True)
+    assert str(approved.state) == "success"
+    assert_in_step(live)
+    assert sum(op["kind"] == "disable_user" for op in store.plan(approved.run_id)) == 12
