@@ -106,3 +106,25 @@ class TestTransform:
         reasons = {r["id"]: r["reason"] for r in result.rejected}
         assert "collides with IDCS user u1" in reasons["u2"]
         assert reasons["u3"] == "mapped emailAddress is empty"
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{userName|lower}", "jane.o'neil-smith"),
+    ("{userName|upper}", "JANE.O'NEIL-SMITH"),
+    ("{displayName|trim}", "Jäne  O'Neil"),
+    ("{displayName|ascii|trim}", "Jane  O'Neil"),
+    ("{displayName|slug}", "jane-o-neil"),
+    ("{email|email_local}", "Jane.ONeil"),
+    ("{email|replace('.', '_')}", "Jane_ONeil@Example_com"),
+    (r"{displayName|regex_replace('\s+', ' ')|trim}", "Jäne O'Neil"),
+    ("{email|split('@', 1)}", "Example.com"),
+    ("{email|part('.', 0)}", "Jane"),
+    ("{userName|truncate(4)}", "Jane"),
+    ("{familyName|default('n/a')}", "n/a"),
+    ("{coalesce(familyName, givenName)}", "Jäne"),
+    ("{join('.', givenName, familyName, userName)|lower}", "jäne.jane.o'neil-smith"),
+])
+def test_every_template_function(template: str, expected: str) -> None:
+    values = {"userName": "Jane.O'Neil-Smith", "displayName": "  Jäne  O'Neil ",
+              "email": "Jane.ONeil@Example.com", "givenName": "Jäne", "familyName": None}
+    assert parse_template(template).render(values) == expected
