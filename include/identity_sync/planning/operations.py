@@ -91,6 +91,10 @@ class Operation:
     def describe(self) -> str:
         if self.kind is OpKind.ADD_MEMBERS:
             return f"add {len(self.params['users'])} → {self.target}"
+        if self.kind is OpKind.REMOVE_MEMBERSHIP:
+            return f"remove {self.params['user']} from {self.params['group']}"
+        if self.kind is OpKind.RENAME_USER:
+            return f"rename {self.params['name']} → {self.params['newName']}"
         return f"{self.kind.value.replace('_', ' ')} {self.target}"
 
 
