@@ -8,7 +8,7 @@ lets the same code run in a test, the demo, a benchmark or a Celery worker.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .audit.store import AuditStore, utcnow
@@ -22,10 +22,12 @@ from .mapping.transform import build_desired_state
 from .model import BitbucketState, DesiredState, IdcsSnapshot
 from .planning.operations import PHASE_ORDER, Operation, assign_batches, batch_refs
 from .planning.planner import Plan, PlanInput, plan_changes
+from .subset import Subset, extract_subset, read_subset_state, restrict_anchors
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT, DESIRED, CURRENT = "idcs_snapshot", "desired_state", "bitbucket_state"
+SUBSET = "subset"
 PLAN_PREVIEW = 10  # operations shown in the task log; the full plan is in the audit store
 
 
@@ -37,6 +39,7 @@ class SafetyGateError(RuntimeError):
 class RunOptions:
     dry_run: bool = False
     approve_deprovisioning: bool = False
+    subset: bool = False  # part of the organisation: size-based guards do not apply
 
 
 def start(store: AuditStore, run_id: str, *, dag_id: str, trigger: str, mode: str,
@@ -46,7 +49,18 @@ def start(store: AuditStore, run_id: str, *, dag_id: str, trigger: str, mode: st
 
 
 def extract(store: AuditStore, run_id: str, client: IdcsClient, rules: SyncRules,
-            app_id: str | None) -> dict[str, int]:
+            app_id: str | None, subset: Subset | None = None) -> dict[str, int]:
+    if subset:
+        part = extract_subset(client, subset, mode=rules.scope.mode, app_id=app_id,
+                              scim_filter=rules.scope.filter,
+                              extra_attributes=rules.extra_user_attributes())
+        store.put_artifact(run_id, SUBSET, {**subset.to_dict(),
+                                            "missing_users": part.missing_users}, 1)
+        store.put_artifact(run_id, SNAPSHOT, part.snapshot.to_dict(), len(part.snapshot.users))
+        counts = {"users": len(part.snapshot.users), "groups": len(part.snapshot.groups),
+                  "missing_users": len(part.missing_users), "requests": client.requests_made}
+        _merge_counts(store, run_id, extract=counts)
+        return counts
     snapshot = extract_snapshot(client, mode=rules.scope.mode, app_id=app_id,
                                 include_inactive=rules.scope.include_inactive,
                                 scim_filter=rules.scope.filter,
@@ -100,9 +114,26 @@ def map_desired(store: AuditStore, run_id: str, rules: SyncRules) -> dict[str, i
             "rejected": len(result.rejected)}
 
 
+def run_subset(store: AuditStore, run_id: str) -> Subset | None:
+    """The subset a run was asked to sync, or None for the whole organisation."""
+    try:
+        spec = store.get_artifact(run_id, SUBSET)
+    except KeyError:
+        return None
+    return Subset(tuple(spec["users"]), tuple(spec["groups"]))
+
+
 def read_bitbucket(store: AuditStore, run_id: str, client: BitbucketClient) -> dict[str, int]:
     desired = DesiredState.from_dict(store.get_artifact(run_id, DESIRED))
-    state = read_state(client, desired.groups_to_read())
+    subset = run_subset(store, run_id)
+    if subset is not None:
+        snapshot = IdcsSnapshot.from_dict(store.get_artifact(run_id, SNAPSHOT))
+        anchors = restrict_anchors(store.anchors(), snapshot, subset)
+        names = sorted({*(u.name for u in desired.users.values()), *anchors.values(),
+                        *subset.users}, key=str.casefold)
+        state = read_subset_state(client, names, desired.groups_to_read())
+    else:
+        state = read_state(client, desired.groups_to_read())
     store.put_artifact(run_id, CURRENT, state.to_dict(), len(state.users))
     return {"users": len(state.users), "groups": len(state.groups),
             "requests": client.requests_made}
@@ -131,6 +162,10 @@ def plan(store: AuditStore, run_id: str, rules: SyncRules, service_account: str,
         previously_managed = DesiredState.from_dict(
             store.get_artifact(previous["run_id"], DESIRED)).groups_to_read()
     anchors = store.anchors()
+    subset = run_subset(store, run_id)
+    if subset is not None:
+        anchors = restrict_anchors(anchors, IdcsSnapshot.from_dict(snapshot), subset)
+        options = replace(options, subset=True)
     result = plan_changes(PlanInput(
         desired, current, anchors, deprovision=rules.users.deprovision,
         protected_users=[service_account, *rules.users.protected],
@@ -185,14 +220,14 @@ def safety_gate(rules: SyncRules, result: Plan, anchors: dict[str, str],
     """A one-line reason to stop before writing, or None (design invariant 5)."""
     safety = rules.safety
     users_seen = snapshot["total_users_seen"]
-    if users_seen < safety.min_users:
+    if not options.subset and users_seen < safety.min_users:
         return (f"IDCS returned {users_seen} users (minimum {safety.min_users}): refusing to sync "
                 "from what looks like a partial or empty extract")
     if options.approve_deprovisioning:
         return None
     before = ((previous or {}).get("counts") or {}).get("extract", {}).get("users")
     now = len(snapshot["users"])
-    if before and now < before:
+    if before and now < before and not options.subset:
         shrink = 100.0 * (before - now) / before
         if shrink > safety.max_shrink_percent:
             return (f"the IDCS extract shrank from {before} to {now} users in scope "

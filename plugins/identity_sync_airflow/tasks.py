@@ -1,20 +1,28 @@
-"""What every sync DAG's tasks share: resolving rules and connections, and turning domain errors
-into Airflow outcomes (fail fast on permanent problems, retry transient ones)."""
+"""What the sync DAGs' tasks share: rules, connections, the stage calls, and turning domain
+errors into Airflow outcomes (fail fast on what needs a human, retry what is transient)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context
+from airflow.sdk.exceptions import AirflowFailException
 
 from identity_sync.mapping.rules import DEFAULT_RULES_PATH, SyncRules, load_rules
 
-SYNC_DAG_IDS = ("idcs_bitbucket_sync",)
+log = logging.getLogger(__name__)
+
+SYNC_DAG_ID = "idcs_bitbucket_sync"
+LOGIN_DAG_ID = "idcs_bitbucket_login_sync"
+SYNC_DAG_IDS = (SYNC_DAG_ID,)
+BITBUCKET_POOL = "bitbucket_api"
+BITBUCKET_POOL_SLOTS = 4
 # First retry delay (grows exponentially); tests shorten it so a failure does not stall them.
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("IDSYNC_RETRY_DELAY_SECONDS", "30")))
-BITBUCKET_POOL = "bitbucket_api"
 
 # Retry transient API trouble with backoff; fail at once on what a retry cannot fix.
 APPLY_RETRY_POLICY = ExceptionRetryPolicy(rules=[
@@ -39,3 +47,119 @@ def rules_path() -> Path:
 
 def current_rules() -> tuple[SyncRules, str]:
     return load_rules(rules_path())
+
+
+def on_failure(context: dict[str, Any]) -> None:
+    """One readable line per failed task, for the log and for notifiers to forward."""
+    ti = context.get("task_instance") or context.get("ti")
+    error = context.get("exception")
+    reason = str(error).splitlines()[0] if error else "unknown error"
+    log.error("identity sync %s.%s failed (run %s): %s", getattr(ti, "dag_id", "?"),
+              getattr(ti, "task_id", "?"), context.get("run_id"), reason)
+
+
+# -- stage calls shared by the DAGs -----------------------------------------------------------------
+def _store() -> Any:  # AuditStore, imported lazily
+    from identity_sync_airflow.hooks import AuditStoreHook
+
+    return AuditStoreHook().get_conn()
+
+
+def start_run(*, mode: str, dry_run: bool) -> str:
+    from identity_sync import pipeline
+
+    ctx = get_current_context()
+    rules_hash = current_rules()[1]  # validates the rules before anything else runs
+    sync_run = ctx["run_id"]
+    pipeline.start(_store(), sync_run, dag_id=ctx["dag"].dag_id,
+                   trigger=str(ctx["dag_run"].run_type), mode=mode, dry_run=dry_run,
+                   rules_hash=rules_hash)
+    return sync_run
+
+
+def extract(sync_run: str, users: list[str], groups: list[str]) -> dict:
+    from identity_sync import pipeline
+    from identity_sync.subset import Subset
+    from identity_sync_airflow.hooks import IdcsHook
+
+    hook = IdcsHook()
+    client = hook.get_conn()
+    return pipeline.extract(_store(), sync_run, client, current_rules()[0], hook.app_id,
+                            subset=Subset.from_params(users, groups) or None)
+
+
+def check_quality(sync_run: str) -> dict:
+    from identity_sync import pipeline
+    from identity_sync.quality.gate import CriticalDataQualityError
+
+    try:
+        return pipeline.check_quality(_store(), sync_run)
+    except CriticalDataQualityError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def map_desired(sync_run: str) -> dict:
+    from identity_sync import pipeline
+
+    return pipeline.map_desired(_store(), sync_run, current_rules()[0])
+
+
+def read_bitbucket(sync_run: str) -> dict:
+    from identity_sync import pipeline
+    from identity_sync_airflow.hooks import BitbucketHook
+
+    return pipeline.read_bitbucket(_store(), sync_run, BitbucketHook().get_conn())
+
+
+def plan(sync_run: str, *, dry_run: bool, approve: bool) -> dict:
+    from identity_sync import pipeline
+    from identity_sync_airflow.hooks import BitbucketHook
+
+    options = pipeline.RunOptions(dry_run=dry_run, approve_deprovisioning=approve)
+    try:
+        return pipeline.plan(_store(), sync_run, current_rules()[0],
+                             BitbucketHook().get_conn().username, options)
+    except pipeline.SafetyGateError as exc:
+        raise AirflowFailException(f"safety gate: {exc}") from exc
+
+
+def apply_batches(batches: list[dict] | dict[str, list[dict]], *, dag_ids: tuple[str, ...]
+                  ) -> dict:
+    """Apply batch descriptors in order (a dict is taken phase by phase); raise for failures."""
+    from identity_sync import pipeline
+    from identity_sync.planning.operations import PHASE_ORDER
+    from identity_sync_airflow.hooks import BitbucketHook
+
+    if isinstance(batches, dict):
+        batches = [b for phase in PHASE_ORDER for b in batches.get(str(phase), [])]
+    store, client = _store(), BitbucketHook().get_conn()
+    notify = current_rules()[0].users.initial_password == "notify"
+    totals = {"done": 0, "already_done": 0, "superseded": 0}
+    for batch in batches:
+        result = pipeline.apply(store, client, batch, dag_ids=dag_ids, notify=notify)
+        result.raise_for_failures(batch["label"])
+        totals["done"] += result.done
+        totals["already_done"] += result.already_done
+        totals["superseded"] += result.superseded
+    return totals
+
+
+def finish_run(sync_run: str) -> dict:
+    from identity_sync import pipeline
+
+    summary = pipeline.finish(_store(), sync_run)
+    log.info("%s", pipeline.format_summary(summary))
+    if summary["status"] in ("failed", "blocked"):
+        raise AirflowFailException(f"sync {summary['status']}: {summary['message']}")
+    return summary
+
+
+def prepare_run(*, users: list[str], groups: list[str], dry_run: bool,
+                approve: bool = False) -> dict:
+    """Every stage up to the plan in one task: what a latency-bound run (on login) wants."""
+    sync_run = start_run(mode="user" if users and not groups else "subset", dry_run=dry_run)
+    extract(sync_run, users, groups)
+    check_quality(sync_run)
+    map_desired(sync_run)
+    read_bitbucket(sync_run)
+    return {"sync_run": sync_run, "batches": plan(sync_run, dry_run=dry_run, approve=approve)}

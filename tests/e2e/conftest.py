@@ -26,7 +26,7 @@ from identity_sync.emulators.idcs import (
 )
 from identity_sync.emulators.orggen import generate_idcs_org
 
-DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "idcs_bitbucket_sync.py"
+DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
 @dataclass
@@ -54,12 +54,12 @@ class Live:
                 return values
             start = page["nextPageStart"]
 
-    def run_dag(self, **conf: Any) -> Any:
+    def run_dag(self, dag_id: str = "idcs_bitbucket_sync", **conf: Any) -> Any:
         from airflow.dag_processing.dagbag import DagBag
 
-        bag = DagBag(dag_folder=str(DAG_FILE))
+        bag = DagBag(dag_folder=str(DAGS / f"{dag_id}.py"))
         assert bag.import_errors == {}
-        return bag.get_dag("idcs_bitbucket_sync").test(run_conf=conf)
+        return bag.get_dag(dag_id).test(run_conf=conf)
 
 
 @pytest.fixture

@@ -1,0 +1,143 @@
+"""Syncing part of the organisation: named users (the on-login sync) or named IDCS groups.
+
+A subset run extracts only those users (plus the full, cheap group list so the rules still see
+every group they manage), reads only their part of Bitbucket, and restricts the plan to them:
+other users' memberships are invisible to it, so it can neither add nor remove them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bitbucket.client import BitbucketClient
+from .idcs.client import IdcsClient
+from .idcs.extract import ALL_USERS_GROUP_ID, USER_ATTRIBUTES, _attribute_roots, parse_user
+from .model import BitbucketState, BitbucketUser, IdcsGroup, IdcsSnapshot, IdcsUser, key
+
+log = logging.getLogger(__name__)
+FILTER_CHUNK = 25  # values OR'ed into one SCIM filter
+
+
+@dataclass(frozen=True)
+class Subset:
+    users: tuple[str, ...] = ()  # IDCS userNames (compared case-insensitively)
+    groups: tuple[str, ...] = ()  # IDCS group display names
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.groups)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"users": list(self.users), "groups": list(self.groups)}
+
+    @classmethod
+    def from_params(cls, users: Any, groups: Any) -> Subset:
+        def names(value: Any) -> tuple[str, ...]:
+            if not value:
+                return ()
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(sorted({str(v).strip() for v in items if str(v).strip()}))
+
+        return cls(names(users), names(groups))
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _any_of(attribute: str, values: list[str]) -> list[str]:
+    return [" or ".join(f"{attribute} eq {_quote(v)}" for v in values[i : i + FILTER_CHUNK])
+            for i in range(0, len(values), FILTER_CHUNK)]
+
+
+@dataclass
+class SubsetExtract:
+    snapshot: IdcsSnapshot
+    missing_users: list[str] = field(default_factory=list)  # asked for, not in IDCS or scope
+
+
+def extract_subset(client: IdcsClient, subset: Subset, *, mode: str, app_id: str | None,
+                   scim_filter: str | None = None,
+                   extra_attributes: list[str] | None = None) -> SubsetExtract:
+    """The subset's users (by userName, or as members of the named groups), every group, and
+    the scope check for just those users: one request per 25 names plus a few."""
+    extra = extra_attributes or []
+    attributes = ",".join([USER_ATTRIBUTES, *sorted(set(_attribute_roots(extra)))])
+    groups = [IdcsGroup(r["id"], r.get("displayName") or "")
+              for r in client.iter_resources("/admin/v1/Groups", {"attributes": "displayName"})
+              if r.get("id") != ALL_USERS_GROUP_ID]
+    found: dict[str, IdcsUser] = {}
+
+    def fetch(flt: str) -> None:
+        if scim_filter and mode == "filter":
+            flt = f"({flt}) and ({scim_filter})"
+        for resource in client.iter_resources("/admin/v1/Users",
+                                              {"attributes": attributes, "filter": flt}):
+            user = parse_user(resource, extra)
+            if user.id:
+                found[user.id] = user
+
+    for flt in _any_of("userName", list(subset.users)):
+        fetch(flt)
+    wanted_groups = {g.casefold() for g in subset.groups}
+    group_ids = [g.id for g in groups if g.display_name.casefold() in wanted_groups]
+    for flt in _any_of("groups.value", group_ids):
+        fetch(flt)
+    users = list(found.values())
+    if mode == "app_grants":
+        if not app_id:
+            raise ValueError("scope mode app_grants needs the IDCS App id (connection extra app_id)")
+        users = [u for u in users if _granted(client, app_id, u)]
+    seen = {u.user_name.casefold() for u in users if u.user_name}
+    missing = [n for n in subset.users if n.casefold() not in seen]
+    log.info("IDCS subset extract: %d users (%d named users not in IDCS scope), %d groups, "
+             "%d requests", len(users), len(missing), len(groups), client.requests_made)
+    scope = f"subset users={list(subset.users)} groups={list(subset.groups)}"
+    return SubsetExtract(IdcsSnapshot(users, groups, scope, total_users_seen=len(users)), missing)
+
+
+def _granted(client: IdcsClient, app_id: str, user: IdcsUser) -> bool:
+    """Granted directly or through a group (IDCS derives a GROUP_MEMBERSHIP grant per member)."""
+    flt = f'app.value eq "{app_id}" and grantee.value eq {_quote(user.id or "")}'
+    body = client.get("/admin/v1/Grants", {"filter": flt, "count": 0})
+    return int(body.get("totalResults", 0)) > 0
+
+
+def read_subset_state(client: BitbucketClient, names: list[str],
+                      groups_to_read: list[str]) -> BitbucketState:
+    """Bitbucket as far as ``names`` are concerned: those users, every group name, their own
+    memberships (read from the user's side), and permissions."""
+    state = BitbucketState()
+    for name in names:
+        user = client.find_user(name)
+        if user is not None:
+            state.users[key(user["name"])] = BitbucketUser(
+                user["name"], user.get("displayName") or "", user.get("emailAddress") or "",
+                user.get("directoryName") or "",
+                bool(user.get("mutableDetails", True) and user.get("mutableGroups", True)))
+    for group in client.list_groups():
+        state.groups[key(group)] = group
+    for entry in client.group_permissions():
+        state.group_permissions[key(entry["group"]["name"])] = entry["permission"]
+    readable = {key(g) for g in groups_to_read} | set(state.group_permissions)
+    state.memberships = {g: [] for g in readable if g in state.groups}
+    for user in state.users.values():
+        for group in client.iter_pages("/admin/users/more-members", {"context": user.name}):
+            if key(group["name"]) in state.memberships:
+                state.memberships[key(group["name"])].append(user.name)
+    for user in state.users.values():
+        for entry in client.iter_pages("/admin/permissions/users", {"filter": user.name}):
+            if key(entry["user"]["name"]) == key(user.name):
+                state.user_permissions[key(user.name)] = entry["permission"]
+    log.info("Bitbucket subset state: %d of %d users found, %d requests", len(state.users),
+             len(names), client.requests_made)
+    return state
+
+
+def restrict_anchors(anchors: dict[str, str], snapshot: IdcsSnapshot,
+                     subset: Subset) -> dict[str, str]:
+    """Anchors of the subset: its IDCS users, plus named users IDCS no longer returns."""
+    ids = {u.id for u in snapshot.users}
+    named = {n.casefold() for n in subset.users}
+    return {i: n for i, n in anchors.items() if i in ids or n.casefold() in named}

@@ -1,0 +1,71 @@
+"""The on-login DAG and the subset parameters: only the named users change."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from identity_sync.audit.store import AuditStore
+
+from .conftest import Live
+from .test_sync_dag import actual_state, expected_state
+
+pytestmark = pytest.mark.e2e
+LOGIN = "idcs_bitbucket_login_sync"
+
+
+def change_two_users(live: Live) -> tuple[str, str]:
+    dump = copy.deepcopy(live.idcs_dump())
+    names = sorted(expected_state(dump)[0])
+    by_name = {u["userName"].lower(): u for u in dump["users"]}
+    for name in names[:2]:
+        by_name[name]["displayName"] = f"Changed {name}"
+    live.load_idcs(dump)
+    return names[0], names[1]
+
+
+def test_login_sync_changes_only_that_user(live: Live) -> None:
+    assert str(live.run_dag().state) == "success"
+    alice, bob = change_two_users(live)
+    run = live.run_dag(LOGIN, username=alice.upper())  # userName matches case-insensitively
+    assert str(run.state) == "success"
+    users, _ = actual_state(live)
+    assert users[alice][0] == f"Changed {alice}"
+    assert users[bob][0] != f"Changed {bob}"  # not part of this run
+    store = AuditStore(live.audit_url)
+    plan = store.plan(run.run_id)
+    assert [(op["kind"], op["target"]) for op in plan] == [("update_user", alice)]
+    assert store.get_run(run.run_id)["mode"] == "user"
+
+
+def test_login_of_a_new_user_creates_them_with_their_groups(live: Live) -> None:
+    want_users, want_members = expected_state(live.idcs_dump())
+    newcomer = sorted(want_users)[5]
+    run = live.run_dag(LOGIN, username=newcomer)
+    assert str(run.state) == "success"
+    users, members = actual_state(live)
+    assert set(users) == {newcomer}
+    assert users[newcomer] == want_users[newcomer]
+    for group, wanted in want_members.items():
+        assert (newcomer in members.get(group, set())) == (newcomer in wanted), group
+    second = live.run_dag(LOGIN, username=newcomer)
+    assert AuditStore(live.audit_url).plan(second.run_id) == []
+
+
+def test_login_sync_of_an_unknown_user_stops_with_a_reason(live: Live) -> None:
+    run = live.run_dag(LOGIN, username="nobody.at.all")
+    assert str(run.state) == "failed"
+    record = AuditStore(live.audit_url).get_run(run.run_id)
+    assert record["status"] == "failed" and "critical data-quality failure" in record["message"]
+    assert actual_state(live)[0] == {}
+
+
+def test_manual_subset_of_users_and_groups(live: Live) -> None:
+    assert str(live.run_dag().state) == "success"
+    alice, bob = change_two_users(live)
+    run = live.run_dag(users=[bob])
+    assert str(run.state) == "success"
+    users, _ = actual_state(live)
+    assert users[bob][0] == f"Changed {bob}" and users[alice][0] != f"Changed {alice}"
+    assert AuditStore(live.audit_url).get_run(run.run_id)["mode"] == "subset"
