@@ -9,7 +9,7 @@ VENV := .venv
 SYNCED := $(VENV)/.synced
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo demo-reset test emulators lint lock clean
+.PHONY: demo demo-reset test emulators airflow lint lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -30,6 +30,9 @@ test: $(SYNCED)  ## the whole test suite
 
 emulators: $(SYNCED)  ## run both emulators in the foreground (ports: IDCS_EMULATOR_PORT, BITBUCKET_EMULATOR_PORT)
 	$(VENV)/bin/idsync-emulators
+
+airflow: $(SYNCED)  ## airflow standalone with the DAGs, the emulators, connections and pool (AIRFLOW_PORT, default 8080)
+	$(VENV)/bin/python -m identity_sync_airflow.standalone
 
 lint: $(SYNCED)
 	$(VENV)/bin/ruff check .
