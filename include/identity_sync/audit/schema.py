@@ -1,5 +1,9 @@
 """Audit tables. Every table has a natural key so a retried or cleared task upserts, never
-duplicates (design invariant 6). No column ever holds a secret."""
+duplicates (design invariant 6). No column ever holds a secret.
+
+This module is the schema's source of truth for the code; ``migrations/versions`` is its history.
+A test runs Alembic's autogenerate comparison between the two, so they cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -18,6 +23,16 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# Alembic's version table, under its own name so the audit schema never collides with another
+# Alembic-managed application (Airflow's metadata DB uses ``alembic_version``). Declared here so a
+# ``metadata.drop_all`` wipes the whole audit schema; Alembic itself creates and maintains it, and
+# autogenerate ignores it.
+VERSION_TABLE = "idsync_audit_version"
+schema_version = Table(
+    VERSION_TABLE, metadata,
+    Column("version_num", String(32), primary_key=True),
+)
+
 sync_runs = Table(
     "sync_runs", metadata,
     Column("run_id", String(250), primary_key=True),
@@ -27,10 +42,13 @@ sync_runs = Table(
     Column("dry_run", Boolean, nullable=False, default=False),
     Column("status", String(30), nullable=False),
     Column("rules_hash", String(64)),
+    Column("rules_version", String(100)),  # the rules file's declared version, when it has one
     Column("counts", JSON),
     Column("message", Text),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("ended_at", DateTime(timezone=True)),
+    Index("ix_sync_runs_started_at", "started_at"),
+    Index("ix_sync_runs_ended_at", "ended_at"),
 )
 
 run_artifacts = Table(
@@ -58,6 +76,9 @@ plan_operations = Table(
     Column("reason", Text, nullable=False),
     Column("status", String(20), nullable=False),  # planned | done | failed | skipped
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("planned_at", DateTime(timezone=True)),  # first time the plan held it; never reset
+    Index("ix_plan_operations_target", "target"),
+    Index("ix_plan_operations_idcs_id", "idcs_id"),
 )
 
 operation_attempts = Table(
@@ -70,6 +91,7 @@ operation_attempts = Table(
     Column("error", Text),
     Column("duration_ms", Integer, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_operation_attempts_at", "at"),
 )
 
 identity_anchors = Table(
@@ -79,6 +101,7 @@ identity_anchors = Table(
     Column("first_run_id", String(250), nullable=False),
     Column("last_run_id", String(250), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_identity_anchors_bitbucket_name", "bitbucket_name"),
 )
 
 dq_results = Table(
@@ -100,4 +123,5 @@ quarantine = Table(
     Column("reason", Text, nullable=False),
     Column("expectation", String(250)),
     Column("value", Text),
+    Index("ix_quarantine_record_id", "record_id"),
 )

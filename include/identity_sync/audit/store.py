@@ -1,23 +1,45 @@
 """The audit store: one SQLAlchemy engine on SQLite (default) or PostgreSQL.
 
 Never Airflow's metadata database: the DAG reaches this store through its own connection
-(``sync_audit_db``).
+(``sync_audit_db``). Opening a store upgrades its database to the newest schema revision first
+(:mod:`.migrate`); every write runs in one transaction that is safe against concurrent mapped
+tasks (upserts on natural keys, SQLite transactions that take the write lock up front).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import random
 import time
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from ..planning.operations import Operation
 from . import schema as t
+from .migrate import WRITE, upgrade
+
+ATTEMPT_RETRIES = 10  # concurrent writers of the same operation's attempt number: retry
+# Tables whose rows belong to one run (everything but the anchors), pruned with their run.
+RUN_TABLES = (t.operation_attempts, t.plan_operations, t.run_artifacts, t.dq_results,
+              t.quarantine)
 
 
 def utcnow() -> datetime:
@@ -25,18 +47,30 @@ def utcnow() -> datetime:
 
 
 class AuditStore:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    """Runs, snapshots, plans, attempts, anchors, data quality and quarantine, keyed so that
+    retries upsert. ``migrate=False`` skips the automatic upgrade (tests of old revisions)."""
+
+    def __init__(self, url: str, *, echo: bool = False, migrate: bool = True) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        kwargs: dict[str, Any] = {"echo": echo}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        t.metadata.create_all(self.engine)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        if migrate:
+            upgrade(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction (on SQLite it holds the write lock from its first statement, so a
+        read-then-write cannot be overtaken by another writer)."""
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            yield conn
 
     # -- generic upsert --------------------------------------------------------------------------
     def _upsert(self, table: Table, rows: list[dict[str, Any]], *, update_cols: Iterable[str]
@@ -51,22 +85,25 @@ class AuditStore:
         stmt = (insert.on_conflict_do_update(index_elements=keys,
                                              set_={c: insert.excluded[c] for c in cols})
                 if cols else insert.on_conflict_do_nothing(index_elements=keys))
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for start in range(0, len(rows), 5000):
                 conn.execute(stmt, rows[start : start + 5000])
 
     # -- runs ------------------------------------------------------------------------------------
     def start_run(self, run_id: str, *, dag_id: str, trigger: str, mode: str, dry_run: bool,
-                  rules_hash: str) -> None:
-        """Create the run row; a retried start keeps the original start time."""
+                  rules_hash: str, rules_version: str | None = None) -> None:
+        """Create the run row (``run_id`` is the Airflow run id); a retried start keeps the
+        original start time."""
         self._upsert(t.sync_runs, [{
             "run_id": run_id, "dag_id": dag_id, "trigger": trigger, "mode": mode,
             "dry_run": dry_run, "status": "running", "rules_hash": rules_hash,
-            "started_at": utcnow(), "counts": {}, "message": None, "ended_at": None,
-        }], update_cols=["status", "rules_hash", "dry_run", "mode", "message", "ended_at"])
+            "rules_version": rules_version, "started_at": utcnow(), "counts": {},
+            "message": None, "ended_at": None,
+        }], update_cols=["status", "rules_hash", "rules_version", "dry_run", "mode", "message",
+                         "ended_at"])
 
     def update_run(self, run_id: str, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(update(t.sync_runs).where(t.sync_runs.c.run_id == run_id).values(**values))
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
@@ -118,7 +155,7 @@ class AuditStore:
             "run_id": run_id, "op_id": op.op_id, "seq": seq, "phase": str(op.phase),
             "batch": op.batch, "kind": str(op.kind), "target": op.target, "idcs_id": op.idcs_id,
             "params": op.params, "before": op.before, "after": op.after, "reason": op.reason,
-            "status": "planned", "updated_at": now,
+            "status": "planned", "updated_at": now, "planned_at": now,
         } for seq, op in enumerate(ops)], update_cols=[])  # a re-plan never resets progress
 
     def batch_operations(self, run_id: str, phase: str, batch: int) -> list[tuple[Operation, str]]:
@@ -137,21 +174,38 @@ class AuditStore:
 
     def record_attempt(self, run_id: str, op_id: str, *, outcome: str, http_status: int | None,
                        error: str | None, started: float) -> None:
-        """Append attempt N+1 for the operation and set the operation's status."""
+        """Append attempt N+1 for the operation and set the operation's status; returns N+1.
+
+        Two writers racing for the same number (a task and its zombie, say) cannot both win the
+        primary key: the loser's transaction rolls back and it takes the next number."""
         c = t.operation_attempts.c
-        with self.engine.begin() as conn:
-            last = conn.execute(select(func.max(c.attempt)).where(
-                c.run_id == run_id, c.op_id == op_id)).scalar() or 0
-            conn.execute(t.operation_attempts.insert().values(
-                run_id=run_id, op_id=op_id, attempt=last + 1, outcome=outcome,
-                http_status=http_status, error=error,
-                duration_ms=int((time.monotonic() - started) * 1000), at=utcnow()))
-            conn.execute(update(t.plan_operations).where(
-                t.plan_operations.c.run_id == run_id, t.plan_operations.c.op_id == op_id,
-            ).values(status=outcome, updated_at=utcnow()))
+        duration_ms = int((time.monotonic() - started) * 1000)
+        for tries in range(ATTEMPT_RETRIES):
+            try:
+                with self._begin() as conn:
+                    # PostgreSQL: queue writers of the same operation on its plan row (SQLite's
+                    # BEGIN IMMEDIATE already serialises them; it ignores FOR UPDATE).
+                    conn.execute(select(t.plan_operations.c.op_id).where(
+                        t.plan_operations.c.run_id == run_id,
+                        t.plan_operations.c.op_id == op_id).with_for_update())
+                    last = conn.execute(select(func.max(c.attempt)).where(
+                        c.run_id == run_id, c.op_id == op_id)).scalar() or 0
+                    now = utcnow()
+                    conn.execute(t.operation_attempts.insert().values(
+                        run_id=run_id, op_id=op_id, attempt=last + 1, outcome=outcome,
+                        http_status=http_status, error=error, duration_ms=duration_ms, at=now))
+                    conn.execute(update(t.plan_operations).where(
+                        t.plan_operations.c.run_id == run_id, t.plan_operations.c.op_id == op_id,
+                    ).values(status=outcome, updated_at=now))
+                return last + 1
+            except IntegrityError:  # no plan row to lock, and another writer took the number
+                if tries == ATTEMPT_RETRIES - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * (tries + 1)))
+        raise AssertionError("unreachable")
 
     def mark_operations(self, run_id: str, op_ids: list[str], status: str) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(update(t.plan_operations).where(
                 t.plan_operations.c.run_id == run_id, t.plan_operations.c.op_id.in_(op_ids),
             ).values(status=status, updated_at=utcnow()))
@@ -190,7 +244,7 @@ class AuditStore:
     def drop_anchors(self, idcs_ids: Iterable[str]) -> None:
         ids = list(idcs_ids)
         if ids:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(t.identity_anchors.delete().where(
                     t.identity_anchors.c.idcs_id.in_(ids)))
 
@@ -212,6 +266,29 @@ class AuditStore:
         return [dict(r._mapping) for r in rows]
 
 
+    # -- retention ---------------------------------------------------------------------------------
+    def prune(self, older_than_days: int = 365, *, now: datetime | None = None) -> dict[str, int]:
+        """Delete runs that ended before the cutoff (and runs that never ended but started before
+        it), with every row they own; identity anchors are kept, since they are what lets the
+        next run recognise a renamed user. Returns rows deleted per table."""
+        if older_than_days < 1:
+            raise ValueError("older_than_days must be at least 1")
+        cutoff = (now or utcnow()).astimezone(UTC) - timedelta(days=older_than_days)
+        r = t.sync_runs.c
+        old = select(r.run_id).where(or_(r.ended_at < cutoff,
+                                          r.ended_at.is_(None) & (r.started_at < cutoff)))
+        deleted = {table.name: 0 for table in (*RUN_TABLES, t.sync_runs)}
+        with self.engine.connect() as conn:
+            run_ids = list(conn.execute(old).scalars())
+        for start in range(0, len(run_ids), 500):  # bounded transactions, bounded IN lists
+            chunk = run_ids[start : start + 500]
+            with self._begin() as conn:
+                for table in (*RUN_TABLES, t.sync_runs):
+                    result = conn.execute(delete(table).where(table.c.run_id.in_(chunk)))
+                    deleted[table.name] += result.rowcount
+        return deleted
+
+
 def _op_from_row(row: Any) -> Operation:
     return Operation(kind=row["kind"], target=row["target"], params=row["params"],
                      reason=row["reason"], before=row["before"], after=row["after"],
@@ -219,7 +296,17 @@ def _op_from_row(row: Any) -> Operation:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+    """WAL lets readers run beside the writer. The driver's own implicit transactions are
+    turned off (``isolation_level = None``) so :func:`_sqlite_begin` decides how each begins."""
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Writes start with ``BEGIN IMMEDIATE``: SQLite then queues writers on its busy timeout
+    instead of failing one whose read snapshot went stale; reads start a plain ``BEGIN``."""
+    immediate = conn.get_execution_options().get("idsync_write")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

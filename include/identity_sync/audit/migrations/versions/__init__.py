@@ -1,0 +1,1 @@
+"""Audit schema revisions, oldest first by ``down_revision``."""

@@ -1,0 +1,1 @@
+"""Audit store: migrations, idempotent and concurrent writes, admin queries, CLI, retention."""
