@@ -47,6 +47,9 @@ _SCHEDULE = os.environ.get("IDSYNC_SCHEDULE", "@hourly")
                   "retry_exponential_backoff": 2.0, "max_retry_delay": timedelta(minutes=10),
                   "retry_policy": READ_RETRY_POLICY, "on_failure_callback": on_failure},
     params={
+        "mode": Param("auto", enum=["auto", "full", "incremental"],
+                      description="auto: incremental, with a full reconciliation when the last "
+                                  "one is older than IDSYNC_FULL_EVERY_HOURS (default 24)."),
         "dry_run": Param(False, type="boolean",
                          description="Plan and record, but write nothing to Bitbucket."),
         "approve_deprovisioning": Param(
@@ -64,7 +67,7 @@ def idcs_bitbucket_sync() -> None:
         from identity_sync_airflow import tasks
 
         params = get_current_context()["params"]
-        mode = "subset" if params["users"] or params["groups"] else "full"
+        mode = "subset" if params["users"] or params["groups"] else params["mode"]
         return tasks.start_run(mode=mode, dry_run=bool(params["dry_run"]))
 
     @task

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .audit.store import AuditStore, utcnow
@@ -19,15 +20,29 @@ from .idcs.extract import extract_snapshot
 from .loading.apply import BatchResult, apply_batch
 from .mapping.rules import SyncRules
 from .mapping.transform import build_desired_state
-from .model import BitbucketState, DesiredState, IdcsSnapshot
-from .planning.operations import PHASE_ORDER, Operation, assign_batches, batch_refs
+from .model import BitbucketState, DesiredState, IdcsSnapshot, key
+from .planning.operations import (
+    PHASE_ORDER,
+    Operation,
+    assign_batches,
+    batch_refs,
+    operation_users,
+)
 from .planning.planner import Plan, PlanInput, plan_changes
-from .subset import Subset, extract_subset, read_subset_state, restrict_anchors
+from .subset import (
+    Subset,
+    extract_changed,
+    extract_subset,
+    read_subset_state,
+    restrict_anchors,
+)
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT, DESIRED, CURRENT = "idcs_snapshot", "desired_state", "bitbucket_state"
 SUBSET = "subset"
+DESIRED_UNCHECKED, QUALITY_CHECKED = "desired_state_unchecked", "quality_checked"
+WATERMARK_OVERLAP = timedelta(minutes=5)
 PLAN_PREVIEW = 10  # operations shown in the task log; the full plan is in the audit store
 
 
@@ -43,23 +58,58 @@ class RunOptions:
 
 
 def start(store: AuditStore, run_id: str, *, dag_id: str, trigger: str, mode: str,
-          dry_run: bool, rules_hash: str) -> None:
+          dry_run: bool, rules_hash: str, rules_version: str | None = None) -> None:
     store.start_run(run_id, dag_id=dag_id, trigger=trigger, mode=mode, dry_run=dry_run,
-                    rules_hash=rules_hash)
+                    rules_hash=rules_hash, rules_version=rules_version)
+
+
+def resolve_mode(store: AuditStore, run_id: str, requested: str,
+                 full_every: timedelta) -> tuple[str, str | None]:
+    """``full`` or ``incremental`` (with the watermark to extract from) for this run.
+
+    ``auto`` is incremental after a successful run, but full when no successful full run
+    happened within ``full_every`` (the reconciliation that also repairs drift made by hand in
+    Bitbucket and catches membership changes IDCS does not date)."""
+    if requested == "full":
+        return "full", None
+    run = store.get_run(run_id) or {}
+    done = [r for r in store.runs(limit=500) if r["run_id"] != run_id
+            and r["dag_id"] == run.get("dag_id") and r["status"] == "succeeded"
+            and not r["dry_run"] and r["mode"] in ("full", "incremental")]
+    last_full = next((r for r in done if r["mode"] == "full"), None)
+    if last_full is None:
+        return "full", None
+    if requested == "auto" and utcnow() - _aware(last_full["started_at"]) > full_every:
+        return "full", None
+    # Overlap the watermark so a change made while the previous run extracted is not missed.
+    since = _aware(done[0]["started_at"]) - WATERMARK_OVERLAP
+    return "incremental", since.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def extract(store: AuditStore, run_id: str, client: IdcsClient, rules: SyncRules,
-            app_id: str | None, subset: Subset | None = None) -> dict[str, int]:
-    if subset:
+            app_id: str | None, subset: Subset | None = None,
+            since: str | None = None) -> dict[str, int]:
+    """Extract the whole scope, a subset, or (with ``since``) the users changed since then."""
+    if since is not None:
+        subset, part = extract_changed(client, since, store.anchors(), mode=rules.scope.mode,
+                                       app_id=app_id, scim_filter=rules.scope.filter,
+                                       extra_attributes=rules.extra_user_attributes())
+        store.update_run(run_id, mode="incremental")
+    elif subset:
         part = extract_subset(client, subset, mode=rules.scope.mode, app_id=app_id,
                               scim_filter=rules.scope.filter,
                               extra_attributes=rules.extra_user_attributes())
+    if since is not None or subset:
         store.put_artifact(run_id, SUBSET, {**subset.to_dict(),
                                             "missing_users": part.missing_users}, 1)
         store.put_artifact(run_id, SNAPSHOT, part.snapshot.to_dict(), len(part.snapshot.users))
         counts = {"users": len(part.snapshot.users), "groups": len(part.snapshot.groups),
                   "missing_users": len(part.missing_users), "requests": client.requests_made}
-        _merge_counts(store, run_id, extract=counts)
+        merge_counts(store, run_id, extract=counts)
         return counts
     snapshot = extract_snapshot(client, mode=rules.scope.mode, app_id=app_id,
                                 include_inactive=rules.scope.include_inactive,
@@ -68,32 +118,65 @@ def extract(store: AuditStore, run_id: str, client: IdcsClient, rules: SyncRules
     store.put_artifact(run_id, SNAPSHOT, snapshot.to_dict(), len(snapshot.users))
     counts = {"users": len(snapshot.users), "groups": len(snapshot.groups),
               "users_seen": snapshot.total_users_seen, "requests": client.requests_made}
-    _merge_counts(store, run_id, extract=counts)
+    merge_counts(store, run_id, extract=counts)
     return counts
 
 
-def _merge_counts(store: AuditStore, run_id: str, **sections: Any) -> None:
+def merge_counts(store: AuditStore, run_id: str, **sections: Any) -> None:
     run = store.get_run(run_id) or {}
     store.update_run(run_id, counts={**(run.get("counts") or {}), **sections})
 
 
 def check_quality(store: AuditStore, run_id: str) -> dict[str, Any]:
-    """Run the users suite; record results and quarantine; raise on a critical failure."""
-    from .quality.gate import CriticalDataQualityError, check_users
+    """Run the users, groups and memberships suites on the extract; record results and
+    quarantine; raise CriticalDataQualityError (run marked failed) on a critical failure."""
+    from .quality.baseline import previous_users
+    from .quality.checks import check_snapshot
 
     snapshot = IdcsSnapshot.from_dict(store.get_artifact(run_id, SNAPSHOT))
-    result = check_users(snapshot.users)
-    store.record_dq(run_id, result.rows_for_audit())
-    store.record_quarantine(run_id, result.quarantined)
-    failed = result.critical_failures
-    if failed:
-        reason = "; ".join(f"{o.expectation} ({o.unexpected_count} unexpected)" for o in failed)
-        message = f"critical data-quality failure, nothing written to Bitbucket: {reason}"
+    previous = None if run_subset(store, run_id) is not None else previous_users(store, run_id)
+    if previous is not None:
+        log.info("data quality: comparing with %d users of run %s", *previous)
+    results = check_snapshot(snapshot, previous[0] if previous else None)
+    return _record_quality(store, run_id, results)
+
+
+def check_desired_quality(store: AuditStore, run_id: str, rules: SyncRules) -> dict[str, Any]:
+    """Run the desired-state suites after :func:`map_desired` (the mapping task calls both):
+    quarantined users and group names are removed from the ``desired_state`` artifact, so they
+    never reach the planner. Safe to repeat: it always checks the mapping's own output."""
+    from .quality.checks import check_desired
+
+    data = store.get_artifact(run_id, DESIRED)
+    if data.get(QUALITY_CHECKED):  # a retry: check what mapping produced, not our filtered copy
+        data = store.get_artifact(run_id, DESIRED_UNCHECKED)
+    else:
+        store.put_artifact(run_id, DESIRED_UNCHECKED, data, len(data["users"]))
+    snapshot = IdcsSnapshot.from_dict(store.get_artifact(run_id, SNAPSHOT))
+    results, desired = check_desired(DesiredState.from_dict(data), snapshot, rules)
+    summary = _record_quality(store, run_id, results)
+    store.put_artifact(run_id, DESIRED, {**desired.to_dict(), QUALITY_CHECKED: True},
+                       len(desired.users))
+    return {**summary, "users": len(desired.users)}
+
+
+def _record_quality(store: AuditStore, run_id: str, results: list[Any]) -> dict[str, Any]:
+    """Store outcomes and quarantine, write Data Docs if asked, stop on a critical failure."""
+    from .quality.checks import stop_message
+    from .quality.docs import write_data_docs
+    from .quality.gate import CriticalDataQualityError
+
+    for result in results:
+        store.record_dq(run_id, result.rows_for_audit())
+        store.record_quarantine(run_id, result.quarantined)
+        write_data_docs(run_id, result.suite, result.validation)
+    message = stop_message(results)
+    if message:
         store.update_run(run_id, status="failed", message=message, ended_at=utcnow())
         raise CriticalDataQualityError(message)
-    return {"expectations": len(result.outcomes),
-            "failed": sum(not o.success for o in result.outcomes),
-            "quarantined": len(result.quarantined)}
+    outcomes = [o for r in results for o in r.outcomes]
+    return {"expectations": len(outcomes), "failed": sum(not o.success for o in outcomes),
+            "quarantined": sum(len(r.quarantined) for r in results)}
 
 
 def map_desired(store: AuditStore, run_id: str, rules: SyncRules) -> dict[str, int]:
@@ -139,12 +222,14 @@ def read_bitbucket(store: AuditStore, run_id: str, client: BitbucketClient) -> d
             "requests": client.requests_made}
 
 
-def last_successful_run(store: AuditStore, run_id: str) -> dict[str, Any] | None:
-    """The newest earlier run of the same DAG that applied successfully (not a dry run)."""
+def last_successful_run(store: AuditStore, run_id: str, mode: str = "full"
+                        ) -> dict[str, Any] | None:
+    """The newest earlier full run of the same DAG that applied successfully (not a dry run)."""
     run = store.get_run(run_id) or {}
     for other in store.runs(limit=200):
         if (other["run_id"] != run_id and other["dag_id"] == run.get("dag_id")
-                and other["status"] == "succeeded" and not other["dry_run"]):
+                and other["status"] == "succeeded" and not other["dry_run"]
+                and other["mode"] == mode):
             return other
     return None
 
@@ -166,9 +251,13 @@ def plan(store: AuditStore, run_id: str, rules: SyncRules, service_account: str,
     if subset is not None:
         anchors = restrict_anchors(anchors, IdcsSnapshot.from_dict(snapshot), subset)
         options = replace(options, subset=True)
+    # Quarantined users are held, not synced: never deprovision or strip a user because one of
+    # their IDCS records was bad this run.
+    held = [anchors[q["record_id"]] for q in store.quarantined(run_id)
+            if q["record_type"] == "user" and q["record_id"] in anchors]
     result = plan_changes(PlanInput(
         desired, current, anchors, deprovision=rules.users.deprovision,
-        protected_users=[service_account, *rules.users.protected],
+        protected_users=[service_account, *rules.users.protected, *held],
         members_per_request=rules.apply.members_per_request, adopt=rules.users.adopt,
         protected_groups=rules.groups.protected, previously_managed_groups=previously_managed,
         delete_removed_groups=rules.groups.delete_removed,
@@ -184,9 +273,9 @@ def plan(store: AuditStore, run_id: str, rules: SyncRules, service_account: str,
     for conflict in result.conflicts:
         log.warning("not synced: IDCS user %s: %s", conflict["id"], conflict["reason"])
 
-    blocked = safety_gate(rules, result, anchors, snapshot, previous, options)
+    blocked = safety_gate(rules, result, len(store.anchors()), snapshot, previous, options)
     status = "blocked" if blocked else ("dry_run" if options.dry_run else "planned")
-    _merge_counts(store, run_id, planned=counts)
+    merge_counts(store, run_id, planned=counts)
     store.update_run(run_id, status=status, message=blocked)
     if blocked:
         store.update_run(run_id, ended_at=utcnow())
@@ -214,7 +303,7 @@ def describe_plan(run_id: str, ops: list[Operation], per_kind: int = PLAN_PREVIE
     return "\n".join(lines)
 
 
-def safety_gate(rules: SyncRules, result: Plan, anchors: dict[str, str],
+def safety_gate(rules: SyncRules, result: Plan, managed_users: int,
                 snapshot: dict[str, Any], previous: dict[str, Any] | None,
                 options: RunOptions) -> str | None:
     """A one-line reason to stop before writing, or None (design invariant 5)."""
@@ -236,7 +325,7 @@ def safety_gate(rules: SyncRules, result: Plan, anchors: dict[str, str],
     losing = set(result.deprovisioned) | set(result.licence_losses)
     if not losing:
         return None
-    percent = 100.0 * len(losing) / max(len(anchors), 1)
+    percent = 100.0 * len(losing) / max(managed_users, 1)
     if len(losing) > safety.max_deprovision or percent > safety.max_deprovision_percent:
         return (f"plan deprovisions or unlicenses {len(losing)} users ({percent:.1f}% of managed "
                 f"users), above the limit of {safety.max_deprovision} / "
@@ -245,13 +334,30 @@ def safety_gate(rules: SyncRules, result: Plan, anchors: dict[str, str],
     return None
 
 
+def superseded_users(store: AuditStore, run_id: str) -> set[str]:
+    """Users (keys) that a run of any sync DAG planned for after this run started: their newer
+    plan wins, so this run must not touch them (design invariant 3, converge never revert)."""
+    run = store.get_run(run_id)
+    if run is None:
+        return set()
+    users: set[str] = set()
+    for other in store.runs(limit=500):
+        if (other["run_id"] == run_id or other["dry_run"]
+                or _aware(other["started_at"]) <= _aware(run["started_at"])
+                or other["status"] not in ("planned", "applying", "succeeded", "failed")):
+            continue
+        for op in store.plan(other["run_id"]):
+            users.update(key(u) for u in operation_users(op["kind"], op["target"], op["params"]))
+    return users
+
+
 def apply(store: AuditStore, client: BitbucketClient, batch: dict[str, Any], *,
           dag_ids: tuple[str, ...], notify: bool = False) -> BatchResult:
     run_id = batch["run_id"]
     store.update_run(run_id, status="applying")
     newer = store.newer_planned_run(run_id, dag_ids)
     return apply_batch(store, client, run_id, batch["phase"], batch["batch"], notify=notify,
-                       superseded_by=newer)
+                       superseded_by=newer, superseded_users=superseded_users(store, run_id))
 
 
 def finish(store: AuditStore, run_id: str) -> dict[str, Any]:

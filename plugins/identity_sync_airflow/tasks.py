@@ -65,15 +65,25 @@ def _store() -> Any:  # AuditStore, imported lazily
     return AuditStoreHook().get_conn()
 
 
+FULL_EVERY = timedelta(hours=float(os.environ.get("IDSYNC_FULL_EVERY_HOURS", "24")))
+
+
 def start_run(*, mode: str, dry_run: bool) -> str:
+    """Record the run; ``auto`` / ``incremental`` resolve to what this run will really do."""
     from identity_sync import pipeline
 
     ctx = get_current_context()
-    rules_hash = current_rules()[1]  # validates the rules before anything else runs
-    sync_run = ctx["run_id"]
-    pipeline.start(_store(), sync_run, dag_id=ctx["dag"].dag_id,
-                   trigger=str(ctx["dag_run"].run_type), mode=mode, dry_run=dry_run,
-                   rules_hash=rules_hash)
+    rules, rules_hash = current_rules()  # validates the rules before anything else runs
+    sync_run, store = ctx["run_id"], _store()
+    run_type = ctx["dag_run"].run_type
+    pipeline.start(store, sync_run, dag_id=ctx["dag"].dag_id,
+                   trigger=str(getattr(run_type, "value", run_type)), mode=mode, dry_run=dry_run,
+                   rules_hash=rules_hash, rules_version=str(rules.version))
+    if mode in ("auto", "full", "incremental"):
+        resolved, since = pipeline.resolve_mode(store, sync_run, mode, FULL_EVERY)
+        store.update_run(sync_run, mode=resolved)
+        pipeline.merge_counts(store, sync_run, watermark=since)
+        log.info("run mode: %s%s", resolved, f" (changes since {since})" if since else "")
     return sync_run
 
 
@@ -82,16 +92,24 @@ def extract(sync_run: str, users: list[str], groups: list[str]) -> dict:
     from identity_sync.subset import Subset
     from identity_sync_airflow.hooks import IdcsHook
 
-    hook = IdcsHook()
+    hook, store = IdcsHook(), _store()
     client = hook.get_conn()
-    return pipeline.extract(_store(), sync_run, client, current_rules()[0], hook.app_id,
-                            subset=Subset.from_params(users, groups) or None)
+    run = store.get_run(sync_run) or {}
+    since = (run.get("counts") or {}).get("watermark") if run.get("mode") == "incremental" else None
+    return pipeline.extract(store, sync_run, client, current_rules()[0], hook.app_id,
+                            subset=Subset.from_params(users, groups) or None, since=since)
 
 
 def check_quality(sync_run: str) -> dict:
     from identity_sync import pipeline
     from identity_sync.quality.gate import CriticalDataQualityError
 
+    store = _store()
+    run = store.get_run(sync_run) or {}
+    if run.get("mode") == "incremental" and not store.get_artifact(sync_run, "idcs_snapshot")[
+            "users"]:
+        log.info("no user changed in IDCS since the last run: nothing to check")
+        return {"skipped": "no changed users"}
     try:
         return pipeline.check_quality(_store(), sync_run)
     except CriticalDataQualityError as exc:
@@ -157,8 +175,15 @@ def finish_run(sync_run: str) -> dict:
 def prepare_run(*, users: list[str], groups: list[str], dry_run: bool,
                 approve: bool = False) -> dict:
     """Every stage up to the plan in one task: what a latency-bound run (on login) wants."""
+    from identity_sync.audit.store import utcnow
+
     sync_run = start_run(mode="user" if users and not groups else "subset", dry_run=dry_run)
-    extract(sync_run, users, groups)
+    counts = extract(sync_run, users, groups)
+    if users and not groups and counts["users"] == 0:
+        message = (f"{', '.join(users)}: not found in the IDCS scope (unknown userName, or not "
+                   "granted the Bitbucket app); nothing synced")
+        _store().update_run(sync_run, status="failed", message=message, ended_at=utcnow())
+        raise AirflowFailException(message)
     check_quality(sync_run)
     map_desired(sync_run)
     read_bitbucket(sync_run)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,15 @@ class Live:
         return self.idcs_app.state.emulator.to_dict()
 
     def load_idcs(self, dump: dict[str, Any]) -> None:
+        """Replace the IDCS state, dating every changed user the way IDCS does on a change
+        (``meta.lastModified``), so incremental runs see them."""
+        before = {u["id"]: u for u in self.idcs_dump()["users"]}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        for user in dump["users"]:
+            old = before.get(user["id"])
+            if old is None or {k: v for k, v in old.items() if k != "meta"} != {
+                    k: v for k, v in user.items() if k != "meta"}:
+                user.setdefault("meta", {})["lastModified"] = now
         self.idcs_app.state.emulator.load_dict(dump)
 
     def bb_get(self, path: str, **params: Any) -> list[dict[str, Any]]:

@@ -134,25 +134,25 @@ class TestSafetyGate:
 
     def test_under_the_limit_passes(self) -> None:
         plan, anchors = self.plan(2)
-        assert safety_gate(self.rules, plan, anchors, self.snapshot, None, RunOptions()) is None
+        assert safety_gate(self.rules, plan, len(anchors), self.snapshot, None, RunOptions()) is None
 
     def test_over_the_limit_stops_with_one_line_unless_approved(self) -> None:
         plan, anchors = self.plan(3)
-        reason = safety_gate(self.rules, plan, anchors, self.snapshot, None, RunOptions())
+        reason = safety_gate(self.rules, plan, len(anchors), self.snapshot, None, RunOptions())
         assert reason.startswith("plan deprovisions or unlicenses 3 users (30.0% of managed")
         assert "\n" not in reason
-        assert safety_gate(self.rules, plan, anchors, self.snapshot, None,
+        assert safety_gate(self.rules, plan, len(anchors), self.snapshot, None,
                            RunOptions(approve_deprovisioning=True)) is None
 
     def test_shrunken_extract_stops(self) -> None:
         plan, anchors = self.plan(0)
         previous = {"counts": {"extract": {"users": 20}}}
-        reason = safety_gate(self.rules, plan, anchors, self.snapshot, previous, RunOptions())
+        reason = safety_gate(self.rules, plan, len(anchors), self.snapshot, previous, RunOptions())
         assert reason.startswith("the IDCS extract shrank from 20 to 10 users in scope (50.0%")
 
     def test_empty_extract_stops_even_when_approved(self) -> None:
         plan, anchors = self.plan(0)
-        reason = safety_gate(self.rules, plan, anchors, {"total_users_seen": 0, "users": []},
+        reason = safety_gate(self.rules, plan, len(anchors), {"total_users_seen": 0, "users": []},
                              None, RunOptions(approve_deprovisioning=True))
         assert reason.startswith("IDCS returned 0 users")
 

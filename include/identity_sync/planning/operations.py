@@ -147,3 +147,22 @@ def _label(ops: list[Operation]) -> str:
         where = next(iter(groups)) if len(groups) == 1 else f"{len(groups)} groups"
         return f"add {users} → {where}"
     return ", ".join(f"{n} × {k.replace('_', ' ')}" for k, n in sorted(kinds.items()))
+
+
+USER_TARGET_KINDS = frozenset({
+    OpKind.CREATE_USER, OpKind.RENAME_USER, OpKind.UPDATE_USER, OpKind.ADOPT_USER,
+    OpKind.DELETE_USER, OpKind.REVOKE_USER_PERMISSION, OpKind.DISABLE_USER,
+    OpKind.REACTIVATE_USER,
+})
+
+
+def operation_users(kind: str, target: str, params: dict[str, Any]) -> list[str]:
+    """The Bitbucket users an operation changes (none for group-level operations)."""
+    kind = OpKind(kind)
+    if kind is OpKind.ADD_MEMBERS:
+        return list(params["users"])
+    if kind is OpKind.REMOVE_MEMBERSHIP:
+        return [params["user"]]
+    if kind is OpKind.RENAME_USER:
+        return [params["name"], params["newName"]]
+    return [target] if kind in USER_TARGET_KINDS else []
