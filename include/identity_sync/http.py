@@ -1,12 +1,19 @@
-"""One way to make HTTP sessions: timeouts, and urllib3 retries for transient failures.
+"""HTTP plumbing shared by the API clients: sessions, retry classification, rate limiting.
 
-Retried: connection errors, read timeouts, 429 (honouring ``Retry-After``), 502, 503 and 504, with
-exponential backoff. Every method is retried, POST included: the callers' operations are idempotent
-(a create that already happened answers 409 and is read as done).
+Two ways to make a session. :func:`make_session` (used by the IDCS client) lets urllib3 retry
+connection errors, read timeouts, 429 (honouring ``Retry-After``), 502, 503 and 504 for every
+method. :func:`make_plain_session` retries nothing: the Bitbucket client runs its own loop
+(:mod:`identity_sync.bitbucket.transport`) because it must read a timed-out create back before
+sending it again, and must share one client-side token bucket between threads.
 """
 
 from __future__ import annotations
 
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
@@ -14,15 +21,30 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Retried with backoff, many times: the server said "not now" or a proxy lost the request.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Retried a few times only: a 500 is usually a bug that repeats, occasionally a hiccup.
+SERVER_ERROR = 500
+DEFAULT_RETRY_AFTER = 5.0  # what Atlassian's own Jenkins plugin assumes when the header is absent
 
 
 @dataclass(frozen=True)
 class HttpSettings:
     timeout: float = 30.0
-    retries: int = 5
+    retries: int = 5  # retries of 429/502/503/504, timeouts and resets (0 = none)
     backoff_factor: float = 0.5
     backoff_max: float = 30.0
     pool_size: int = 8
+    retries_500: int = 2  # a 500 is retried at most this many times (and never beyond retries)
+    retry_max_wait: float = 600.0  # total seconds one request may spend waiting between tries
+    default_retry_after: float = DEFAULT_RETRY_AFTER
+    # Client-side token bucket, per client (shared by its threads). None = decide at preflight:
+    # Bitbucket's documented default (capacity 60, 5/s) scaled by rate_limit_margin until the
+    # server's own settings are read; off when the account is allow-listed or limiting is off.
+    rate_limit_capacity: float | None = None
+    rate_limit_fill_rate: float | None = None
+    rate_limit_margin: float = 0.9
+    max_concurrency: int = 4  # requests in flight per client, whatever the number of threads
 
 
 class ApiError(RuntimeError):
@@ -47,17 +69,105 @@ def make_session(settings: HttpSettings | None = None, verify: bool | str = True
         connect=settings.retries,
         read=settings.retries,
         status=settings.retries,
-        status_forcelist=sorted(TRANSIENT_STATUSES - {500}),
+        status_forcelist=sorted(RETRY_STATUSES),
         allowed_methods=None,  # retry every method: operations are idempotent
         backoff_factor=settings.backoff_factor,
         backoff_max=settings.backoff_max,
         respect_retry_after_header=True,
         raise_on_status=False,
     )
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=settings.pool_size,
-                          pool_maxsize=settings.pool_size)
+    return _session(HTTPAdapter(max_retries=retry, pool_connections=settings.pool_size,
+                                pool_maxsize=settings.pool_size), verify)
+
+
+def make_plain_session(settings: HttpSettings | None = None,
+                       verify: bool | str = True) -> requests.Session:
+    """A session that never retries by itself; the caller classifies and retries."""
+    settings = settings or HttpSettings()
+    size = max(settings.pool_size, settings.max_concurrency)
+    return _session(HTTPAdapter(max_retries=Retry(total=0, connect=0, read=0, status=0,
+                                                  redirect=0, raise_on_status=False),
+                                pool_connections=size, pool_maxsize=size), verify)
+
+
+def _session(adapter: HTTPAdapter, verify: bool | str) -> requests.Session:
     session = requests.Session()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.verify = verify
     return session
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or garbled."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(attempt: int, settings: HttpSettings, rng: random.Random) -> float:
+    """Exponential backoff with jitter for retry ``attempt`` (1-based): half fixed, half random,
+    so threads that failed together do not come back together."""
+    base = min(settings.backoff_max, settings.backoff_factor * 2 ** (attempt - 1))
+    return base / 2 + rng.uniform(0, base / 2)
+
+
+class TokenBucket:
+    """A thread-safe token bucket: ``capacity`` tokens, refilled at ``fill_rate`` per second.
+
+    Used on both sides: the Bitbucket emulator answers 429 when :meth:`try_take` fails; the
+    client calls :meth:`acquire`, which waits for a token, so the server's limiter is rarely hit.
+    """
+
+    def __init__(self, capacity: float, fill_rate: float, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if capacity < 1 or fill_rate <= 0:
+            raise ValueError("a token bucket needs capacity >= 1 and fill_rate > 0")
+        self.capacity, self.fill_rate, self.clock = float(capacity), float(fill_rate), clock
+        self.tokens = float(capacity)
+        self.updated = clock()
+        self.blocked_until = 0.0
+        self.lock = threading.Lock()
+
+    def _refill(self, now: float) -> None:
+        if now > self.updated:  # ``updated`` may lie ahead after a pause
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.fill_rate)
+            self.updated = now
+
+    def try_take(self) -> float:
+        """Take a token and return 0, or take nothing and return the seconds until one exists."""
+        with self.lock:
+            now = self.clock()
+            self._refill(now)
+            if now < self.blocked_until:
+                return self.blocked_until - now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return 0.0
+            return (1 - self.tokens) / self.fill_rate
+
+    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
+        """Wait for a token; returns the seconds waited."""
+        waited = 0.0
+        while (wait := self.try_take()) > 0:
+            sleep(wait)
+            waited += wait
+        return waited
+
+    def pause(self, seconds: float) -> None:
+        """Hand out nothing for ``seconds`` and start again from empty (after a 429: every
+        thread sharing the bucket backs off, not just the one that was refused)."""
+        with self.lock:
+            now = self.clock()
+            self.blocked_until = max(self.blocked_until, now + seconds)
+            self.tokens = 0.0
+            self.updated = max(self.updated, self.blocked_until)

@@ -98,8 +98,8 @@ def test_fresh_instance_has_service_account_admin_and_default_group(client: Test
     assert names(client.get(f"{API}/admin/groups")) == [DEFAULT_GROUP]
     perms = client.get(f"{API}/admin/permissions/groups").json()["values"]
     assert perms == [
-        {"group": {"name": DEFAULT_GROUP, "deletable": True}, "permission": "LICENSED_USER"}
-    ]
+        {"group": {"name": DEFAULT_GROUP}, "permission": "LICENSED_USER"}
+    ]  # RestPermittedGroup: the group carries its name only
     users = client.get(f"{API}/admin/permissions/users").json()["values"]
     assert {(v["user"]["name"], v["permission"]) for v in users} == {
         ("admin", "SYS_ADMIN"),
@@ -410,9 +410,9 @@ def test_group_permissions_grant_list_revoke(client: TestClient) -> None:
     assert resp.content == b""
     values = client.get(f"{API}/admin/permissions/groups").json()["values"]
     assert values == [
-        {"group": {"name": "devs", "deletable": True}, "permission": "PROJECT_CREATE"},
-        {"group": {"name": "ops", "deletable": True}, "permission": "PROJECT_CREATE"},
-        {"group": {"name": DEFAULT_GROUP, "deletable": True}, "permission": "LICENSED_USER"},
+        {"group": {"name": "devs"}, "permission": "PROJECT_CREATE"},
+        {"group": {"name": "ops"}, "permission": "PROJECT_CREATE"},
+        {"group": {"name": DEFAULT_GROUP}, "permission": "LICENSED_USER"},
     ]
     filtered = client.get(f"{API}/admin/permissions/groups", params={"filter": "OP"})
     assert names(filtered, "permission") == ["PROJECT_CREATE"]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from identity_sync.audit.store import AuditStore
 from identity_sync.bitbucket.client import BitbucketClient
@@ -110,3 +111,125 @@ def test_superseded_plan_writes_nothing(bitbucket, store) -> None:
     assert result.superseded == 1
     assert client.find_user("alice") is None
     assert store.plan("r1")[0]["status"] == "superseded"
+
+
+# ---- licence limit, untouchable users, read-back, bisecting add-users ------------------------
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[BitbucketClient, Any, str]]:
+    """Client, emulator app and base URL (for the /_emulator controls)."""
+    app = create_bitbucket_app()
+    with serving(app) as server:
+        client = BitbucketClient(server.base_url, DEMO_ADMIN_USER, DEMO_ADMIN_PASSWORD,
+                                 settings=HttpSettings(retries=0))
+        yield client, app, server.base_url
+
+
+def add(group: str, *users: str, batch: int = 0) -> Operation:
+    op = Operation(OpKind.ADD_MEMBERS, group, {"group": group, "users": list(users)}, "member")
+    op.batch = batch
+    return op
+
+
+def test_licence_limit_stops_additions_and_says_how_many_seats(served, store) -> None:
+    client, app, _ = served
+    state = app.state.emulator
+    for name in ("alice", "bob", "carol", "dave", "erin"):
+        client.create_user(name, name.title(), f"{name}@x.io")  # unlicensed: no default group
+    client.create_group("bitbucket-users")
+    client.set_group_permission("bitbucket-users", "LICENSED_USER")
+    client.create_group("devs")  # grants nothing: adding to it needs no seat
+    state.license_limit = len(state.licensed_ids()) + 1  # one seat left
+    ops = [add("devs", "alice"), add("bitbucket-users", "alice", "bob", "carol"),
+           add("bitbucket-users", "dave"), add("bitbucket-users", "erin", batch=1)]
+    store.record_plan("r1", ops)
+    result = run(store, client, "additions")
+    assert (result.done, result.failed) == (1, 2)
+    assert result.licence_stop is not None
+    # the refused add and the one it stopped: four users who hold no licence yet
+    assert "4 licence seats missing for this batch" in result.licence_stop
+    assert "alice, bob, carol, dave;" in result.licence_stop
+    assert {m["name"] for m in client.group_members("devs")} == {"alice"}  # kept
+    assert list(client.group_members("bitbucket-users")) == []
+    with pytest.raises(PermanentApplyError, match="licence limit reached"):
+        result.raise_for_failures("additions")
+    attempts = {a["op_id"]: a for a in store.attempts("r1")}
+    assert attempts[ops[1].op_id]["http_status"] == 403
+    assert attempts[ops[2].op_id]["error"].startswith("not attempted, licence limit reached")
+    later = apply_batch(store, client, "r1", "additions", 1)  # another task of the same run
+    assert later.failed == 1 and later.licence_stop == attempts[ops[1].op_id]["error"]
+    assert state.find_user("erin").id not in state.licensed_ids()
+
+
+def test_service_account_and_read_only_users_are_refused_and_reported(served, store) -> None:
+    client, app, _ = served
+    client.create_group("devs")
+    client.create_user("alice", "Alice", "a@x.io")
+    store.put_artifact("r1", "bitbucket_state", {"users": [
+        {"name": "ldap.jo", "display_name": "Jo", "email": "j@x.io",
+         "directory": "Corp LDAP", "mutable": False}]}, 1)
+    ops = [Operation(OpKind.UPDATE_USER, DEMO_ADMIN_USER.upper(),
+                     {"name": DEMO_ADMIN_USER.upper(), "displayName": "x", "email": "x@x.io"},
+                     "drift"),
+           Operation(OpKind.DELETE_USER, "ldap.jo", {"name": "ldap.jo"}, "gone")]
+    plan(store, *ops)
+    users = run(store, client, "users")
+    removals = run(store, client, "removals")
+    assert (users.done, users.failed, removals.done, removals.failed) == (0, 0, 0, 0)
+    assert "the service account" in users.refused[0]
+    assert "read-only directory 'Corp LDAP'" in removals.refused[0]
+    assert [a["outcome"] for a in store.attempts("r1")] == ["skipped", "skipped"]
+    assert app.state.emulator.user(DEMO_ADMIN_USER).display_name != "x"
+    plan(store, add("devs", "alice", DEMO_ADMIN_USER))
+    additions = run(store, client, "additions")
+    assert additions.done == 1 and len(additions.refused) == 1
+    assert {m["name"] for m in client.group_members("devs")} == {"alice"}
+
+
+def test_create_that_times_out_is_read_back_and_converged(served, store) -> None:
+    _, _, base = served
+    slow = BitbucketClient(base, DEMO_ADMIN_USER, DEMO_ADMIN_PASSWORD,
+                           settings=HttpSettings(timeout=0.5, retries=2, backoff_factor=0.1))
+    requests.put(f"{base}/_emulator/faults", json={"script": [
+        {"fault": "timeout", "method": "POST", "path": "/admin/users", "seconds": 1.5}]},
+        timeout=5)
+    plan(store, create("alice", "u1"))
+    result = run(store, slow, "users")
+    assert result.done == 1
+    attempt = store.attempts("r1")[0]
+    assert attempt["error"] == "treated as done: create got no answer; user found on reading back"
+    assert slow.transport.stats["read_backs"] == 1
+    posts = requests.get(f"{base}/_emulator/calls", timeout=5).json()["POST /rest/api/1.0/admin/users"]
+    assert posts == 1  # never sent twice
+    assert store.anchors() == {"u1": "alice"}
+
+
+def test_missing_users_are_isolated_by_halving(served, store) -> None:
+    client, app, _ = served
+    client.create_group("devs")
+    names = [f"u{i}" for i in range(8)]
+    for name in names:
+        if name != "u5":
+            client.create_user(name, name, f"{name}@x.io")
+    plan(store, add("devs", *names))
+    app.state.calls.reset()
+    result = run(store, client, "additions")
+    assert result.failed == 1 and "u5" in result.errors[0]
+    assert {m["name"] for m in client.group_members("devs")} == set(names) - {"u5"}
+    # 8 fail; 4 ok + 4 fail; 2 ok + 2 fail; 1 ok + 1 missing
+    assert app.state.calls.snapshot()["POST /rest/api/1.0/admin/groups/add-users"] == 7
+
+
+def test_users_planned_by_a_newer_run_are_left_to_it(served, store) -> None:
+    client, _, _ = served
+    client.create_group("devs")
+    client.create_user("alice", "Alice", "a@x.io")
+    client.create_user("bob", "Bob", "b@x.io")
+    plan(store, create("carol", "u3"), add("devs", "alice", "bob"))
+    users = apply_batch(store, client, "r1", "users", 0, superseded_users={"carol"})
+    additions = apply_batch(store, client, "r1", "additions", 0, superseded_users={"bob"})
+    assert (users.superseded, users.done, additions.done) == (1, 0, 1)
+    assert client.find_user("carol") is None
+    assert {m["name"] for m in client.group_members("devs")} == {"alice"}
+    assert [op["status"] for op in store.plan("r1")] == ["superseded", "done"]

@@ -2,19 +2,22 @@
 
 Paging follows ``nextPageStart`` and guards against ``isLastPage: false`` without it (BSERV-12725).
 Errors become :class:`BitbucketError`, which tells an entity-missing 404 (``errors`` envelope) from a
-route-missing 404 (no envelope: wrong base URL or version).
+route-missing 404 (no envelope: wrong base URL or version), and says in plain words what a 401,
+403 or 409 usually means. Sending, pacing and retrying are :mod:`.transport`'s job; creates pass
+a read-back so a create that timed out is looked up before it is sent again.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
 
-from ..http import ApiError, HttpSettings, make_session
+from ..http import ApiError, HttpSettings, make_plain_session
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +26,20 @@ MAX_LIMIT = 1000
 
 
 class BitbucketError(ApiError):
-    def __init__(self, status: int, message: str, exception_name: str | None, method: str,
-                 path: str, has_envelope: bool) -> None:
+    """``status`` is None when no answer came (timeouts, resets) after every retry."""
+
+    def __init__(self, status: int | None, message: str, exception_name: str | None,
+                 method: str, path: str, has_envelope: bool) -> None:
         super().__init__("Bitbucket", status, message, method, path)
         self.exception_name = exception_name
         self.has_envelope = has_envelope
+
+    def __str__(self) -> str:
+        """The server's message plus what the status usually means, for a person to act on."""
+        hint = HINTS.get(self.status or 0)
+        if hint is None or self.licence_limit or (self.status == 404 and not self.has_envelope):
+            return super().__str__()
+        return f"{super().__str__()} ({hint})"
 
     @property
     def entity_missing(self) -> bool:
@@ -37,6 +49,12 @@ class BitbucketError(ApiError):
     def already_exists(self) -> bool:
         return self.status == 409 and self.has_envelope
 
+    @property
+    def licence_limit(self) -> bool:
+        """403 because the change would license more users than the licence allows. Bitbucket's
+        exact text is unknown (reference §11); every known wording mentions the licen[cs]e."""
+        return self.status == 403 and "licen" in self.message.lower()
+
 
 class BitbucketClient:
     def __init__(self, base_url: str, username: str, password: str, *,
@@ -45,21 +63,46 @@ class BitbucketClient:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self.settings = settings or HttpSettings()
-        self.session = session or make_session(self.settings, verify)
+        self.session = session or make_plain_session(self.settings, verify)
         self.session.auth = (username, password)
         self.session.headers.update({"Accept": "application/json",
                                      "X-Atlassian-Token": "no-check"})
-        self.requests_made = 0
+        self.transport = Transport(self.session, self.settings)
+        self.preflight_report: Any = None  # set by :meth:`preflight`
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests sent, retries included."""
+        return int(self.transport.stats["attempts"])
 
     # -- transport -----------------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: Any = None,
                 json: Any = None) -> requests.Response:
-        resp = self.session.request(method, f"{self.base_url}{API}{path}", params=params,
-                                    json=json, timeout=self.settings.timeout)
-        self.requests_made += 1
-        if resp.status_code >= 400:
-            raise _error(resp, method, path)
+        resp = self._send(method, path, params=params, json=json)
+        assert resp is not None  # only a read-back ends without an answer
         return resp
+
+    def _send(self, method: str, path: str, *, params: Any = None, json: Any = None,
+              read_back: Callable[[], bool] | None = None) -> requests.Response | None:
+        """The answer, or None when ``read_back`` showed the write landed despite no answer."""
+        sent = self.transport.send(method, f"{self.base_url}{API}{path}", params=params,
+                                   json=json, read_back=read_back)
+        if sent.response is None:
+            if sent.read_back:
+                return None
+            raise BitbucketError(None, f"no answer: {sent.failure}", None, method, path, False)
+        if sent.response.status_code >= 400:
+            raise _error(sent.response, method, path)
+        return sent.response
+
+    def preflight(self) -> Any:
+        """Read the rate-limit settings and the service account; pace to match; warn when the
+        account is not allow-listed. Runs once per client (see :mod:`.preflight`)."""
+        from .preflight import run_preflight
+
+        if self.preflight_report is None:
+            self.preflight_report = run_preflight(self)
+        return self.preflight_report
 
     def iter_pages(self, path: str, params: dict[str, Any] | None = None,
                    limit: int = MAX_LIMIT) -> Iterator[dict[str, Any]]:
@@ -99,9 +142,34 @@ class BitbucketClient:
                 return user
         return None
 
+    def group_exists(self, name: str) -> bool:
+        return any(g["name"].casefold() == name.casefold()
+                   for g in self.iter_pages("/admin/groups", {"filter": name}))
+
+    def licensed_users(self) -> Iterator[dict[str, Any]]:
+        """Everyone holding LICENSED_USER or more, directly or through a group."""
+        return self.iter_pages("/users", {"permission": "LICENSED_USER"})
+
+    def rate_limit_settings(self) -> dict[str, Any]:
+        return self.request("GET", "/admin/rate-limit/settings").json()
+
+    def user_rate_limits(self, name: str) -> dict[str, Any] | None:
+        """The user's own rate-limit entry (allow-listed or custom), None if they have none."""
+        for entry in self.iter_pages("/admin/rate-limit/settings/users", {"filter": name}):
+            if entry.get("user", {}).get("name", "").casefold() == name.casefold():
+                return entry
+        return None
+
+    def allow_list(self, slug: str) -> dict[str, Any]:
+        """Exempt a user from rate limiting (what an administrator does once for the sync)."""
+        return self.request("PUT", f"/admin/rate-limit/settings/users/{slug}",
+                            json={"whitelisted": True}).json()
+
     # -- writes --------------------------------------------------------------------------------
     def create_user(self, name: str, display_name: str, email: str, *,
-                    notify: bool = False) -> None:
+                    notify: bool = False) -> bool:
+        """Create without the default group. Returns True when the request got no answer but
+        the user was found on reading back (the create landed, or the user existed already)."""
         params: dict[str, Any] = {"name": name, "displayName": display_name,
                                   "emailAddress": email, "addToDefaultGroup": "false"}
         if notify:
@@ -109,21 +177,35 @@ class BitbucketClient:
         else:
             # Users sign in through SSO; an unguessable password keeps the local login closed.
             params["password"] = secrets.token_urlsafe(24)
-        self.request("POST", "/admin/users", params=params)
+        return self._send("POST", "/admin/users", params=params,
+                          read_back=lambda: self.find_user(name) is not None) is None
 
     def update_user(self, name: str, display_name: str, email: str) -> dict[str, Any]:
         body = {"name": name, "displayName": display_name, "email": email}
         return self.request("PUT", "/admin/users", json=body).json()
 
     def rename_user(self, name: str, new_name: str) -> dict[str, Any]:
-        return self.request("POST", "/admin/users/rename",
-                            json={"name": name, "newName": new_name}).json()
+        found: dict[str, Any] = {}
+
+        def landed() -> bool:
+            found.update(self.find_user(new_name) or {})
+            return bool(found) and (new_name.casefold() == name.casefold()
+                                    or self.find_user(name) is None)
+
+        resp = self._send("POST", "/admin/users/rename", json={"name": name, "newName": new_name},
+                          read_back=landed)
+        return found if resp is None else resp.json()
 
     def delete_user(self, name: str) -> None:
         self.request("DELETE", "/admin/users", params={"name": name})
 
-    def create_group(self, name: str) -> None:
-        self.request("POST", "/admin/groups", params={"name": name})
+    def create_group(self, name: str) -> bool:
+        """True when the group was found on reading back after an unanswered create."""
+        return self._send("POST", "/admin/groups", params={"name": name},
+                          read_back=lambda: self.group_exists(name)) is None
+
+    def delete_group(self, name: str) -> None:
+        self.request("DELETE", "/admin/groups", params={"name": name})
 
     def set_group_permission(self, group: str, permission: str) -> None:
         self.request("PUT", "/admin/permissions/groups",
@@ -156,3 +238,17 @@ def _error(resp: requests.Response, method: str, path: str) -> BitbucketError:
     if resp.status_code == 404:
         message = f"{message} (no such REST route: check the base URL and Bitbucket version)"
     return BitbucketError(resp.status_code, message, None, method, path, False)
+
+
+# What a status usually means on the admin API (reference §1, §12), appended to the message.
+HINTS = {
+    400: "Bitbucket refused the request as invalid",
+    404: "no such user or group",
+    401: "bad credentials, or the service account lacks global ADMIN: Bitbucket answers 401 for "
+         "both; also check for a CAPTCHA lock after failed logins",
+    403: "licence limit reached, or the target has a higher permission level than the service "
+         "account",
+    409: "conflict: already exists, or the change would lower the service account's own "
+         "permission",
+    429: "rate limited: allow-list the service account in Bitbucket's rate limiting",
+}

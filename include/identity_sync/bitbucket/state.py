@@ -14,6 +14,7 @@ def read_state(client: BitbucketClient, managed_groups: list[str]) -> BitbucketS
     """Everything the planner compares against. Member lists are read only for the groups the
     rules produce and the groups that grant a global permission (a disabled user must leave
     those), since no other membership can change."""
+    client.preflight()  # pace to the server's rate limit; warn if not allow-listed
     state = BitbucketState()
     for user in client.list_users():
         state.users[key(user["name"])] = BitbucketUser(

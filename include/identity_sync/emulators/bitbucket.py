@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from .bitbucket_ratelimit import RateLimiter
 from .bitbucket_state import (
     ADMIN,
     DEFAULT_GROUP,
@@ -48,6 +49,7 @@ from .common import (
     attach_persistence,
     control_routes,
 )
+from .faults import FaultInjector, fault_routes, install_faults
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -89,12 +91,10 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 def _error(err: BitbucketError) -> Response:
     body = {"errors": [{"context": err.context, "message": err.message,
                         "exceptionName": err.exception_name}]}  # fmt: skip
-    headers = (
-        {"WWW-Authenticate": 'Basic realm="Bitbucket"'}
-        if err.exception_name == BAD_CREDENTIALS
-        else None
-    )
-    return _json(body, err.status, headers)
+    headers = dict(err.headers)
+    if err.exception_name == BAD_CREDENTIALS:
+        headers["WWW-Authenticate"] = 'Basic realm="Bitbucket"'
+    return _json(body, err.status, headers or None)
 
 
 @dataclass
@@ -334,7 +334,8 @@ def group_permissions(call: Call) -> Response:
     state = call.state
     granted = [g for g in state.sorted_groups() if state.group_rank(g)]
     return page(call, filter_groups(granted, call.param("filter")),
-                lambda g: {"group": detailed_group(g), "permission": state.group_perms[g.name.lower()]})  # fmt: skip
+                lambda g: {"group": {"name": g.name},  # RestPermittedGroup: name only
+                           "permission": state.group_perms[g.name.lower()]})  # fmt: skip
 
 
 def groups_without_permission(call: Call) -> Response:
@@ -436,6 +437,8 @@ def _endpoint(state: BitbucketState, handlers: dict[str, tuple[int, Handler]]) -
         try:
             with state.lock:
                 caller = _authenticate(state, request)
+                # Every authenticated request costs a token, whatever it asks for.
+                request.app.state.rate_limiter.check(caller)
                 if state.rank(caller) < min_rank:
                     raise not_permitted()
                 return handler(Call(request, state, caller, body))
@@ -446,8 +449,10 @@ def _endpoint(state: BitbucketState, handlers: dict[str, tuple[int, Handler]]) -
 
 
 def api_routes(state: BitbucketState) -> list[BaseRoute]:
+    from .bitbucket_more import MORE_API  # it imports this module's helpers
+
     by_path: dict[str, dict[str, tuple[int, Handler]]] = {}
-    for path, method, rank, handler in API:
+    for path, method, rank, handler in [*API, *MORE_API]:
         by_path.setdefault(path, {})[method] = (rank, handler)
     return [
         Route(f"{prefix}{path}", _endpoint(state, handlers), methods=list(handlers))
@@ -468,15 +473,31 @@ async def _container_error(_: Request, exc: Exception) -> Response:
 
 
 def create_bitbucket_app(*, state_file: Path | None = None) -> Starlette:
-    """The emulator app; state persists to ``state_file`` (loaded now, saved at shutdown)."""
+    """The emulator app; state persists to ``state_file`` (loaded now, saved at shutdown).
+
+    Rate limiting starts off and faults start empty; ``POST /_emulator/reset`` clears both.
+    """
+    from .bitbucket_more import rate_limit_control_routes
+
     state, calls = BitbucketState(), CallCounter()
+    limiter, faults = RateLimiter(), FaultInjector()
     persistence = Persistence(state_file)
+
+    def reset_extras() -> None:
+        limiter.reset()
+        faults.reset()
+
     app = Starlette(
-        routes=[*api_routes(state), *control_routes(state, calls, persistence)],
+        routes=[*api_routes(state),
+                *control_routes(state, calls, persistence, on_reset=reset_extras),
+                *fault_routes(faults), *rate_limit_control_routes(state, limiter)],
         exception_handlers={404: _container_error, 405: _container_error},
     )
     app.add_middleware(CountCallsMiddleware, calls=calls)
+    install_faults(app, faults)
     app.state.emulator = state
     app.state.calls = calls
+    app.state.rate_limiter = limiter
+    app.state.faults = faults
     attach_persistence(app, state, persistence)
     return app

@@ -43,13 +43,15 @@ class BitbucketError(Exception):
     """A refusal, rendered by the HTTP layer as ``{"errors":[{context,message,exceptionName}]}``."""
 
     def __init__(
-        self, status: int, message: str, exception_name: str, context: str | None = None
+        self, status: int, message: str, exception_name: str, context: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.exception_name = exception_name
         self.context = context
+        self.headers = headers or {}
 
 
 def invalid(field: str, message: str) -> BitbucketError:
@@ -237,6 +239,13 @@ class BitbucketState:
             raise no_such_user(name or "")
         return user
 
+    def user_by_slug(self, slug: str) -> User:
+        """``/users/{userSlug}`` and rate-limit paths take the slug, never the name."""
+        for user in self.users.values():
+            if user.slug == slug:
+                return user
+        raise no_such_user(slug)
+
     def group(self, name: str | None) -> Group:
         group = self.groups.get(_key(name)) if name else None
         if group is None:
@@ -297,6 +306,10 @@ class BitbucketState:
         if email is not None:
             user.email = email
         return user
+
+    def set_password(self, caller: User, name: str, password: str) -> None:
+        """404 unknown, 401 higher-ranked target, 400 read-only directory (UNCERTAIN status)."""
+        self._editable_user(caller, name).password = password
 
     def rename_user(self, caller: User, name: str, new_name: str) -> User:
         user = self._editable_user(caller, name)

@@ -83,11 +83,13 @@ def control_routes(
     calls: CallCounter,
     persistence: Persistence,
     seed: Callable[[dict[str, Any]], None] | None = None,
+    on_reset: Callable[[], None] | None = None,
 ) -> list[BaseRoute]:
     """Routes under ``/_emulator``: health, seed, reset, state dump, call counts, save.
 
     ``seed`` receives the JSON body of ``POST /_emulator/seed``; by default the body is a full
     state dump (as returned by ``GET /_emulator/state``) that replaces the current state.
+    ``on_reset`` also runs on ``POST /_emulator/reset`` (e.g. to clear faults and rate limits).
     """
 
     async def health(_: Request) -> Response:
@@ -101,6 +103,8 @@ def control_routes(
     async def reset(_: Request) -> Response:
         state.clear()
         calls.reset()
+        if on_reset is not None:
+            on_reset()
         return JSONResponse({"status": "reset"})
 
     async def dump(_: Request) -> Response:

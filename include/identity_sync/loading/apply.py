@@ -2,20 +2,31 @@
 
 Idempotency (design invariant 2): operations already ``done`` are skipped, so clearing a failed
 task re-runs only what did not finish; "already exists" (409 on create) and "already gone"
-(entity-missing 404 on remove/delete/revoke) count as done.
+(entity-missing 404 on remove/delete/revoke) count as done, and so does a create that got no
+answer but is found on reading back (the client reads back before resending).
+
+Two stops the plan cannot foresee (invariant 4 and the licence): operations on the service
+account or on users of a read-only directory are refused and recorded as ``skipped``; a licence
+limit 403 on a create or an addition stops every further create and addition of the run (other
+batches see it in the audit store), with the number of seats missing, while everything already
+done stays done.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..audit.store import AuditStore
 from ..bitbucket.client import BitbucketClient, BitbucketError
+from ..bitbucket.licence import seats_missing
 from ..http import ApiError
-from ..planning.operations import Operation, OpKind
+from ..model import key
+from ..planning.operations import Operation, OpKind, operation_users
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +57,13 @@ class BatchResult:
     superseded: int = 0
     errors: list[str] = field(default_factory=list)
     transient: bool = False
+    refused: list[str] = field(default_factory=list)  # service account / read-only users
+    licence_stop: str | None = None  # why creates and additions stopped, with seats missing
 
     def raise_for_failures(self, label: str) -> None:
         if not self.failed:
             return
-        first = "; ".join(self.errors[:3])
+        first = "; ".join(([self.licence_stop] if self.licence_stop else []) + self.errors[:3])
         msg = f"{self.failed} of {self.failed + self.done + self.already_done} operations in " \
               f"'{label}' failed: {first}"
         raise (TransientApplyError if self.transient else PermanentApplyError)(msg)
@@ -59,7 +72,8 @@ class BatchResult:
 def _already_done(op: Operation, err: BitbucketError) -> bool:
     if op.kind in (OpKind.CREATE_GROUP, OpKind.CREATE_USER):
         return err.already_exists
-    if op.kind in (OpKind.DELETE_USER, OpKind.REMOVE_MEMBERSHIP, OpKind.REVOKE_USER_PERMISSION):
+    if op.kind in (OpKind.DELETE_USER, OpKind.REMOVE_MEMBERSHIP, OpKind.REVOKE_USER_PERMISSION,
+                   OpKind.DELETE_GROUP):
         return err.entity_missing
     return False
 
@@ -69,41 +83,62 @@ def _add_members(client: BitbucketClient, op: Operation) -> None:
     try:
         client.add_users_to_group(group, users)
     except BitbucketError as err:
-        # add-users is all-or-nothing: one missing user fails the lot. Add one by one so the
-        # others still land, then report exactly who could not be added.
+        # add-users is all-or-nothing: one missing user fails the lot. Split in halves until the
+        # missing ones are alone, so the others still land (about k·log2(n) calls for k bad
+        # users), then report exactly who could not be added.
         if not err.entity_missing or len(users) == 1:
             raise
-        missing = []
-        for user in users:
-            try:
-                client.add_users_to_group(group, [user])
-            except BitbucketError as one:
-                if not one.entity_missing:
-                    raise
-                missing.append(user)
+        missing = _add_halves(client, group, users)
         if missing:
             raise BitbucketError(404, f"not added to {group}: {', '.join(missing)} "
                                  f"({err.message})", err.exception_name, "POST",
                                  "/admin/groups/add-users", True) from err
 
 
-Note = tuple[int, str] | None  # (HTTP status, remark) worth keeping in the attempt record
+def _add_halves(client: BitbucketClient, group: str, users: list[str]) -> list[str]:
+    """Add the two halves of a refused batch; returns the users that do not exist."""
+    missing: list[str] = []
+    mid = len(users) // 2
+    for half in (users[:mid], users[mid:]):
+        try:
+            client.add_users_to_group(group, half)
+        except BitbucketError as err:
+            if not err.entity_missing:
+                raise
+            missing += half if len(half) == 1 else _add_halves(client, group, half)
+    return missing
+
+
+Note = tuple[int | None, str] | None  # (HTTP status, remark) worth keeping in the attempt record
 
 
 def _create_user(client: BitbucketClient, op: Operation, notify: bool) -> Note:
     p = op.params
     try:
-        client.create_user(p["name"], p["displayName"], p["email"], notify=notify)
+        read_back = client.create_user(p["name"], p["displayName"], p["email"], notify=notify)
     except BitbucketError as err:
         if not err.already_exists:
             raise
         # Exists already (e.g. a create that timed out but landed): converge its details.
-        existing = client.find_user(p["name"])
-        if existing and (existing.get("displayName"), existing.get("emailAddress")) != (
-                p["displayName"], p["email"]):
-            client.update_user(existing["name"], p["displayName"], p["email"])
-            return err.status or 409, "treated as done: user existed; details converged"
-        return err.status or 409, "treated as done: user already existed"
+        return _converge(client, p, err.status or 409, "user existed")
+    if read_back:
+        return _converge(client, p, None, "create got no answer; user found on reading back")
+    return None
+
+
+def _converge(client: BitbucketClient, p: dict[str, Any], status: int | None,
+              why: str) -> tuple[int | None, str]:
+    existing = client.find_user(p["name"])
+    if existing and (existing.get("displayName"), existing.get("emailAddress")) != (
+            p["displayName"], p["email"]):
+        client.update_user(existing["name"], p["displayName"], p["email"])
+        return status, f"treated as done: {why}; details converged"
+    return status, f"treated as done: {why}"
+
+
+def _create_group(client: BitbucketClient, name: str) -> Note:
+    if client.create_group(name):
+        return None, "treated as done: create got no answer; group found on reading back"
     return None
 
 
@@ -111,13 +146,16 @@ def execute(client: BitbucketClient, op: Operation, *, notify: bool = False) -> 
     """Carry out one operation; returns a note when it was done in a non-obvious way."""
     p = op.params
     actions: dict[OpKind, Callable[[], object]] = {
-        OpKind.CREATE_GROUP: lambda: client.create_group(p["name"]),
+        OpKind.CREATE_GROUP: lambda: _create_group(client, p["name"]),
         OpKind.SET_GROUP_PERMISSION: lambda: client.set_group_permission(p["group"],
                                                                          p["permission"]),
         OpKind.CREATE_USER: lambda: _create_user(client, op, notify),
         OpKind.RENAME_USER: lambda: client.rename_user(p["name"], p["newName"]),
         OpKind.UPDATE_USER: lambda: client.update_user(p["name"], p["displayName"], p["email"]),
         OpKind.ADOPT_USER: lambda: None,  # takes ownership in the audit store only
+        OpKind.DISABLE_USER: lambda: None,  # marker: the removals beside it do the work
+        OpKind.REACTIVATE_USER: lambda: None,  # marker: the additions beside it do the work
+        OpKind.DELETE_GROUP: lambda: client.delete_group(p["name"]),
         OpKind.DELETE_USER: lambda: client.delete_user(p["name"]),
         OpKind.REMOVE_MEMBERSHIP: lambda: client.remove_user_from_group(p["user"], p["group"]),
         OpKind.REVOKE_USER_PERMISSION: lambda: client.revoke_user_permission(p["name"]),
@@ -140,9 +178,77 @@ def _anchor_change(op: Operation) -> tuple[str, str | None] | None:
     return None
 
 
+# ---- what the sync must never touch, and the licence stop ---------------------------------
+
+CURRENT_STATE = "bitbucket_state"  # the run artifact read_bitbucket writes (pipeline.CURRENT)
+LICENCE_STOP = "licence limit reached"
+SEAT_KINDS = (OpKind.CREATE_USER, OpKind.ADD_MEMBERS)  # what a licence limit stops
+GROUP_KINDS = (OpKind.CREATE_GROUP, OpKind.DELETE_GROUP, OpKind.SET_GROUP_PERMISSION)
+
+
+def untouchable_users(store: AuditStore, client: BitbucketClient, run_id: str) -> dict[str, str]:
+    """User key -> why the sync must leave the user alone: the service account itself, and
+    users of read-only directories (from the state this run read; none known without it)."""
+    out: dict[str, str] = {}
+    try:
+        users = store.get_artifact(run_id, CURRENT_STATE).get("users", [])
+    except KeyError:
+        users = []
+    for user in users:
+        if not user.get("mutable", True):
+            out[key(user["name"])] = f"from read-only directory {user.get('directory')!r}"
+    out[key(client.username)] = "the service account the sync runs as"
+    return out
+
+
+def _user_targets(op: Operation) -> list[str]:
+    if op.kind in GROUP_KINDS:
+        return []
+    if op.kind is OpKind.ADD_MEMBERS:
+        return list(op.params["users"])
+    return [op.params[k] for k in ("name", "newName", "user") if k in op.params] or [op.target]
+
+
+def _licence_stop_elsewhere(store: AuditStore, run_id: str, batch_ops: set[str]) -> str | None:
+    """A licence stop recorded by another batch of this run and not since cleared (its
+    operation's latest attempt is still the refusal). Retrying this batch tries again."""
+    latest: dict[str, dict[str, Any]] = {}
+    for attempt in store.attempts(run_id):
+        latest[attempt["op_id"]] = attempt  # ordered by op, attempt
+    for op_id, attempt in latest.items():
+        error = attempt.get("error") or ""
+        if op_id not in batch_ops and attempt["outcome"] == "failed" \
+                and error.startswith(f"{LICENCE_STOP}:"):
+            return error
+    return None
+
+
+def _licence_message(client: BitbucketClient, failed: Operation, rest: list[Operation],
+                     err: BitbucketError) -> str:
+    creates = [op.params["name"] for op in [failed, *rest]
+               if op.kind is OpKind.CREATE_USER] if failed.kind is OpKind.CREATE_USER else []
+    additions: dict[str, list[str]] = {}
+    for op in [failed, *rest]:
+        if op.kind is OpKind.ADD_MEMBERS:
+            additions.setdefault(op.params["group"], []).extend(op.params["users"])
+    short = seats_missing(client, creates, additions)
+    who = ", ".join(short.users[:5]) + (f" and {len(short.users) - 5} more"
+                                        if len(short.users) > 5 else "")
+    count = f"{short.missing}" if short.exact else f"up to {short.missing}"
+    return (f"{LICENCE_STOP}: Bitbucket refused {failed.describe()} ({err.message}). "
+            f"{count} licence seats missing for this batch (users it would license who hold no "
+            f"licence yet: {who or 'none'}; fewer if some seats are free). User creation and "
+            "additions are stopped for this run; everything already done is kept. Free or add "
+            "seats, then clear the failed tasks.")
+
+
 def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: str, batch: int,
-                *, notify: bool = False, superseded_by: str | None = None) -> BatchResult:
-    """Run the batch's unfinished operations in plan order; never raises for one operation."""
+                *, notify: bool = False, superseded_by: str | None = None,
+                superseded_users: set[str] | None = None) -> BatchResult:
+    """Run the batch's unfinished operations in plan order; never raises for one operation.
+
+    ``superseded_users`` (user keys) were planned for by a newer run: operations on them are
+    left to it (marked ``superseded``), and they are dropped from additions to a group."""
     result = BatchResult()
     ops = store.batch_operations(run_id, phase, batch)
     if superseded_by:
@@ -152,11 +258,42 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
         log.warning("run %s planned after this one: %d operations left to it", superseded_by,
                     len(pending))
         return result
-    for op, status in ops:
-        if status == "done":
-            result.already_done += 1
-            continue
+    todo = [op for op, status in ops if status != "done"]
+    result.already_done = len(ops) - len(todo)
+    if not todo:
+        return result
+    client.preflight()  # once per client: pace to the server's rate limit
+    untouchable = untouchable_users(store, client, run_id)
+    result.licence_stop = _licence_stop_elsewhere(store, run_id, {op.op_id for op in todo})
+    for index, op in enumerate(todo):
         started = time.monotonic()
+        if result.licence_stop and op.kind in SEAT_KINDS:
+            store.record_attempt(run_id, op.op_id, outcome="failed", http_status=None,
+                                 error=f"not attempted, {LICENCE_STOP} earlier in this run",
+                                 started=started)
+            result.failed += 1
+            continue
+        if superseded_users:
+            later = [u for u in operation_users(op.kind, op.target, op.params)
+                     if key(u) in superseded_users]
+            keep = [u for u in _user_targets(op) if key(u) not in superseded_users]
+            if later and (op.kind is not OpKind.ADD_MEMBERS or not keep):
+                store.mark_operations(run_id, [op.op_id], "superseded")
+                result.superseded += 1
+                continue
+            if later:
+                op = dataclasses.replace(op, params={**op.params, "users": keep})  # noqa: PLW2901
+        refused = {u: untouchable[key(u)] for u in _user_targets(op) if key(u) in untouchable}
+        if refused:
+            remark = "; ".join(f"{u}: {why}" for u, why in refused.items())
+            result.refused.append(f"{op.describe()}: {remark}")
+            log.warning("refused to touch %s (%s)", ", ".join(refused), op.describe())
+            keep = [u for u in _user_targets(op) if u not in refused]
+            if op.kind is not OpKind.ADD_MEMBERS or not keep:
+                store.record_attempt(run_id, op.op_id, outcome="skipped", http_status=None,
+                                     error=f"refused: {remark}", started=started)
+                continue
+            op = dataclasses.replace(op, params={**op.params, "users": keep})  # noqa: PLW2901
         try:
             note = execute(client, op, notify=notify)
         except ApiError as err:
@@ -164,6 +301,14 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
                 store.record_attempt(run_id, op.op_id, outcome="done", http_status=err.status,
                                      error=f"treated as done: {err.message}", started=started)
                 result.done += 1
+            elif isinstance(err, BitbucketError) and err.licence_limit and op.kind in SEAT_KINDS:
+                rest = [o for o in todo[index + 1:] if o.kind in SEAT_KINDS]
+                result.licence_stop = _licence_message(client, op, rest, err)
+                store.record_attempt(run_id, op.op_id, outcome="failed", http_status=err.status,
+                                     error=result.licence_stop, started=started)
+                result.failed += 1
+                log.error("%s", result.licence_stop)
+                continue
             else:
                 store.record_attempt(run_id, op.op_id, outcome="failed", http_status=err.status,
                                      error=str(err), started=started)
@@ -174,6 +319,8 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
                 continue
         else:
             http_status, remark = note or (None, None)
+            if refused:
+                remark = "; ".join(filter(None, [remark, f"refused: {', '.join(refused)}"]))
             store.record_attempt(run_id, op.op_id, outcome="done", http_status=http_status,
                                  error=remark, started=started)
             result.done += 1
@@ -184,6 +331,6 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
                 store.drop_anchors([idcs_id])
             else:
                 store.save_anchors(run_id, {idcs_id: name})
-    log.info("batch %s/%d: %d done, %d already done, %d failed", phase, batch, result.done,
-             result.already_done, result.failed)
+    log.info("batch %s/%d: %d done, %d already done, %d failed, %d refused", phase, batch,
+             result.done, result.already_done, result.failed, len(result.refused))
     return result
