@@ -367,15 +367,32 @@ def finish(store: AuditStore, run_id: str) -> dict[str, Any]:
     failed = sum(s.get("failed", 0) + s.get("planned", 0) for s in by_kind.values())
     superseded = sum(s.get("superseded", 0) for s in by_kind.values())
     status = run.get("status", "running")
-    if status in ("running", "planned", "applying"):
+    message = run.get("message")
+    if status == "running":  # never planned: a stage before the plan failed
+        status = "failed"
+        message = message or f"stopped in {_stopped_stage(store, run_id)} before planning; " \
+                             "nothing was written to Bitbucket (see that task's log)"
+    elif status in ("planned", "applying"):
         status = "failed" if failed else ("superseded" if superseded else "succeeded")
     counts = {**(run.get("counts") or {}), "operations": by_kind,
               "quarantined": len(store.quarantined(run_id))}
-    message = run.get("message")
     if status == "failed" and not message:
         message = f"{failed} operations not done; clear the failed tasks to retry them"
     store.update_run(run_id, status=status, counts=counts, message=message, ended_at=utcnow())
     return summarise(store, run_id)
+
+
+def _stopped_stage(store: AuditStore, run_id: str) -> str:
+    """The first stage whose output is missing from the audit store."""
+    for artifact, stage in ((SNAPSHOT, "extract_idcs"), (DESIRED, "map_to_bitbucket"),
+                            (CURRENT, "read_bitbucket")):
+        try:
+            store.get_artifact(run_id, artifact)
+        except KeyError:
+            if stage == "map_to_bitbucket" and not store.dq(run_id):
+                return "check_data_quality"
+            return stage
+    return "plan_sync"
 
 
 def summarise(store: AuditStore, run_id: str) -> dict[str, Any]:

@@ -50,12 +50,21 @@ def current_rules() -> tuple[SyncRules, str]:
 
 
 def on_failure(context: dict[str, Any]) -> None:
-    """One readable line per failed task, for the log and for notifiers to forward."""
+    """One readable line per failed task, for the log and for notifiers to forward; the first
+    failure's reason also becomes the run's message in the audit store."""
     ti = context.get("task_instance") or context.get("ti")
     error = context.get("exception")
     reason = str(error).splitlines()[0] if error else "unknown error"
-    log.error("identity sync %s.%s failed (run %s): %s", getattr(ti, "dag_id", "?"),
-              getattr(ti, "task_id", "?"), context.get("run_id"), reason)
+    task_id, run_id = getattr(ti, "task_id", "?"), context.get("run_id")
+    log.error("identity sync %s.%s failed (run %s): %s", getattr(ti, "dag_id", "?"), task_id,
+              run_id, reason)
+    try:
+        store = _store()
+        run = store.get_run(run_id) if run_id else None
+        if run and not run.get("message") and run["status"] in ("running", "planned", "applying"):
+            store.update_run(run_id, message=f"{task_id} failed: {reason}")
+    except Exception:  # a callback must never hide the task's own failure
+        log.exception("could not record the failure in the audit store")
 
 
 # -- stage calls shared by the DAGs -----------------------------------------------------------------
