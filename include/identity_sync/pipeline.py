@@ -264,6 +264,12 @@ def plan(store: AuditStore, run_id: str, rules: SyncRules, service_account: str,
     ))
     ops = result.operations
     assign_batches(ops, rules.apply.batch_size, rules.apply.max_batches)
+    # Planning the same run again (a cleared run): what the new plan no longer needs is
+    # superseded by it, so only the new plan's operations are applied.
+    new_ids = {op.op_id for op in ops}
+    store.mark_operations(run_id, [o["op_id"] for o in store.plan(run_id) if o["op_id"] not in
+                                   new_ids and o["status"] not in ("done", "superseded")],
+                          "superseded")
     store.record_plan(run_id, ops)
     store.record_quarantine(run_id, [
         {"record_type": "user", "record_id": c["id"], "reason": c["reason"],

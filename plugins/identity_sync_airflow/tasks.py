@@ -126,9 +126,16 @@ def check_quality(sync_run: str) -> dict:
 
 
 def map_desired(sync_run: str) -> dict:
+    """Map with the rules, then check the mapped state (its suites quarantine bad results)."""
     from identity_sync import pipeline
+    from identity_sync.quality.gate import CriticalDataQualityError
 
-    return pipeline.map_desired(_store(), sync_run, current_rules()[0])
+    store, rules = _store(), current_rules()[0]
+    counts = pipeline.map_desired(store, sync_run, rules)
+    try:
+        return {**counts, "checked": pipeline.check_desired_quality(store, sync_run, rules)}
+    except CriticalDataQualityError as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 def read_bitbucket(sync_run: str) -> dict:

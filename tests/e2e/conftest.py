@@ -64,12 +64,24 @@ class Live:
                 return values
             start = page["nextPageStart"]
 
-    def run_dag(self, dag_id: str = "idcs_bitbucket_sync", **conf: Any) -> Any:
+    def run_dag(self, dag_id: str = "idcs_bitbucket_sync", logical_date: datetime | None = None,
+                **conf: Any) -> Any:
+        """Run the DAG with ``dag.test()``; the same ``logical_date`` again clears and re-runs
+        that same run (as clearing it in the UI would)."""
         from airflow.dag_processing.dagbag import DagBag
 
         bag = DagBag(dag_folder=str(DAGS / f"{dag_id}.py"))
         assert bag.import_errors == {}
-        return bag.get_dag(dag_id).test(run_conf=conf)
+        dag = bag.get_dag(dag_id)
+        if logical_date is not None:
+            return dag.test(run_conf=conf, logical_date=logical_date)
+        return dag.test(run_conf=conf)
+
+    def bitbucket_control(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = requests.request(method, f"{self.bitbucket_url}/_emulator/{path}", timeout=10,
+                                **kwargs)
+        resp.raise_for_status()
+        return resp.json() if resp.content else None
 
 
 @pytest.fixture

@@ -156,7 +156,9 @@ class AuditStore:
             "batch": op.batch, "kind": str(op.kind), "target": op.target, "idcs_id": op.idcs_id,
             "params": op.params, "before": op.before, "after": op.after, "reason": op.reason,
             "status": "planned", "updated_at": now, "planned_at": now,
-        } for seq, op in enumerate(ops)], update_cols=[])  # a re-plan never resets progress
+        } for seq, op in enumerate(ops)],
+            # A re-plan of the same run renumbers its batches but never resets progress.
+            update_cols=["seq", "phase", "batch"])
 
     def batch_operations(self, run_id: str, phase: str, batch: int) -> list[tuple[Operation, str]]:
         c = t.plan_operations.c

@@ -36,6 +36,7 @@ from .common import (
     attach_persistence,
     control_routes,
 )
+from .idcs_corrupt import CorruptionMiddleware, Corruptions, corruption_routes
 
 DEMO_CLIENT_ID = "sync-client"
 DEMO_CLIENT_SECRET = "sync-secret"
@@ -1166,15 +1167,20 @@ def create_idcs_app(*, state_file: Path | None = None, token_ttl: int = 3600) ->
             Route(f"/admin/v1/{name}/.search", api.search_handler(name), methods=["POST"]),
             Route(f"/admin/v1/{name}/{{id}}", api.get_handler(name), methods=["GET"]),
         ]
-    routes += control_routes(state, calls, persistence, seed=lambda body: seed_state(state, body))
+    corruptions = Corruptions()  # broken answers on purpose (tests of the extract and the gate)
+    routes += control_routes(state, calls, persistence, seed=lambda body: seed_state(state, body),
+                             on_reset=corruptions.clear)
+    routes += corruption_routes(corruptions)
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_EcidMiddleware), Middleware(CountCallsMiddleware, calls=calls)],
+        middleware=[Middleware(_EcidMiddleware), Middleware(CountCallsMiddleware, calls=calls),
+                    Middleware(CorruptionMiddleware, corruptions=corruptions)],
         exception_handlers={ScimError: _scim_error, HTTPException: _http_error},
     )
     app.state.emulator = state
     app.state.calls = calls
     app.state.persistence = persistence
     app.state.engine = api.engine
+    app.state.corruptions = corruptions
     attach_persistence(app, state, persistence)
     return app

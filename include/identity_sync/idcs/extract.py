@@ -3,6 +3,9 @@
 Memberships come from the users' side (``groups`` on each user, returned on request), so a full
 extract is ``ceil(users/1000) + ceil(groups/1000) [+ ceil(grants/1000)]`` requests, with no
 per-group member calls and no risk of the 10,000-member 400.
+
+Parsing never trusts the shape of a resource: a wrong JSON type becomes a missing value that the
+data-quality gate then quarantines with a reason, instead of a crash with a traceback.
 """
 
 from __future__ import annotations
@@ -17,21 +20,41 @@ log = logging.getLogger(__name__)
 
 USER_EXTENSION = "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User"
 ALL_USERS_GROUP_ID = "AllUsersId"
+PRIMARY_EMAILS = "_dq_primary_emails"  # in IdcsUser.extra, only when several are marked primary
 USER_ATTRIBUTES = ",".join([
     "userName", "displayName", "name", "emails", "active", "groups",
     f"{USER_EXTENSION}:isFederatedUser",
 ])
 
 
+def _text(value: Any) -> str | None:
+    """A string attribute as text; numbers are stringified, other JSON types count as missing."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def primary_email(emails: list[dict[str, Any]] | None) -> str | None:
     """The primary address, else the work address, else the first (never the recovery one)."""
-    emails = emails or []
+    emails = _dicts(emails)
     for test in (lambda e: e.get("primary"), lambda e: e.get("type") == "work",
                  lambda e: e.get("type") != "recovery"):
         for email in emails:
-            if test(email) and email.get("value"):
-                return str(email["value"])
+            if test(email) and _text(email.get("value")):
+                return _text(email["value"])
     return None
+
+
+def primary_emails(emails: Any) -> list[str]:
+    """Distinct addresses marked primary (more than one makes the primary ambiguous)."""
+    values = (_text(e.get("value")) for e in _dicts(emails) if e.get("primary") is True)
+    return list(dict.fromkeys(v for v in values if v))
 
 
 def resolve_path(resource: dict[str, Any], path: str) -> Any:
@@ -52,21 +75,27 @@ def resolve_path(resource: dict[str, Any], path: str) -> Any:
 
 
 def parse_user(resource: dict[str, Any], extra: list[str] | None = None) -> IdcsUser:
-    name = resource.get("name") or {}
+    name = resource.get("name")
+    name = name if isinstance(name, dict) else {}
+    ext = resource.get(USER_EXTENSION)
+    values = {path: resolve_path(resource, path) for path in extra or []}
+    primaries = primary_emails(resource.get("emails"))
+    if len(primaries) > 1:
+        values[PRIMARY_EMAILS] = primaries
     return IdcsUser(
-        id=resource.get("id"),
-        user_name=resource.get("userName"),
-        display_name=resource.get("displayName"),
-        given_name=name.get("givenName"),
-        family_name=name.get("familyName"),
+        id=_text(resource.get("id")) or None,
+        user_name=_text(resource.get("userName")),
+        display_name=_text(resource.get("displayName")),
+        given_name=_text(name.get("givenName")),
+        family_name=_text(name.get("familyName")),
         email=primary_email(resource.get("emails")),
         active=bool(resource.get("active", True)),
-        federated=bool((resource.get(USER_EXTENSION) or {}).get("isFederatedUser", False)),
+        federated=bool((ext if isinstance(ext, dict) else {}).get("isFederatedUser", False)),
         group_ids=tuple(
-            g["value"] for g in resource.get("groups") or []
-            if g.get("value") and g["value"] != ALL_USERS_GROUP_ID
+            gid for g in _dicts(resource.get("groups"))
+            if (gid := _text(g.get("value"))) and gid != ALL_USERS_GROUP_ID
         ),
-        extra={path: resolve_path(resource, path) for path in extra or []},
+        extra=values,
     )
 
 
@@ -78,7 +107,10 @@ def granted_user_ids(client: IdcsClient, app_id: str) -> tuple[set[str], set[str
     flt = f'app.value eq "{app_id}"'
     for grant in client.iter_resources("/admin/v1/Grants", {"filter": flt,
                                        "attributes": "grantee,app,grantMechanism"}):
-        grantee = grant.get("grantee") or {}
+        grantee = grant.get("grantee")
+        if not isinstance(grantee, dict):
+            log.warning("IDCS grant %s has no grantee; it grants nobody", grant.get("id"))
+            continue
         (users if grantee.get("type") == "User" else groups).add(grantee.get("value"))
     return users, groups
 
@@ -99,7 +131,7 @@ def extract_snapshot(client: IdcsClient, *, mode: str = "all", app_id: str | Non
         params["filter"] = scim_filter or ""
     all_users = [parse_user(r, extra) for r in client.iter_resources("/admin/v1/Users", params)]
     groups = [
-        IdcsGroup(r["id"], r.get("displayName") or "")
+        IdcsGroup(_text(r.get("id")) or "", _text(r.get("displayName")) or "")
         for r in client.iter_resources("/admin/v1/Groups", {"attributes": "displayName"})
         if r.get("id") != ALL_USERS_GROUP_ID
     ]

@@ -258,8 +258,8 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
         log.warning("run %s planned after this one: %d operations left to it", superseded_by,
                     len(pending))
         return result
-    todo = [op for op, status in ops if status != "done"]
-    result.already_done = len(ops) - len(todo)
+    todo = [op for op, status in ops if status not in ("done", "superseded")]
+    result.already_done = sum(status == "done" for _, status in ops)
     if not todo:
         return result
     client.preflight()  # once per client: pace to the server's rate limit
