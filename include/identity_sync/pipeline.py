@@ -414,6 +414,7 @@ def summarise(store: AuditStore, run_id: str) -> dict[str, Any]:
                 and op["kind"] == "disable_user"}
     return {
         "run_id": run_id,
+        "mode": run.get("mode"),
         "status": run.get("status"),
         "message": run.get("message"),
         "operations": sum(sum(s.values()) for s in by_kind.values()),
@@ -439,7 +440,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     else:
         headline = f"{summary['operations']} operations planned, status {summary['status']}."
     lines = [
-        f"Sync run {summary['run_id']}: {headline}",
+        f"Sync run {summary['run_id']} ({summary.get('mode') or 'full'}): {headline}",
         f"  users:       {summary['users_created']} created, {summary['users_updated']} updated, "
         f"{summary['users_adopted']} adopted, {summary['users_reactivated']} reactivated, "
         f"{summary['users_disabled']} disabled, {summary['users_deleted']} deleted",
