@@ -183,7 +183,6 @@ def _anchor_change(op: Operation) -> tuple[str, str | None] | None:
 CURRENT_STATE = "bitbucket_state"  # the run artifact read_bitbucket writes (pipeline.CURRENT)
 LICENCE_STOP = "licence limit reached"
 SEAT_KINDS = (OpKind.CREATE_USER, OpKind.ADD_MEMBERS)  # what a licence limit stops
-GROUP_KINDS = (OpKind.CREATE_GROUP, OpKind.DELETE_GROUP, OpKind.SET_GROUP_PERMISSION)
 
 
 def untouchable_users(store: AuditStore, client: BitbucketClient, run_id: str) -> dict[str, str]:
@@ -202,11 +201,7 @@ def untouchable_users(store: AuditStore, client: BitbucketClient, run_id: str) -
 
 
 def _user_targets(op: Operation) -> list[str]:
-    if op.kind in GROUP_KINDS:
-        return []
-    if op.kind is OpKind.ADD_MEMBERS:
-        return list(op.params["users"])
-    return [op.params[k] for k in ("name", "newName", "user") if k in op.params] or [op.target]
+    return operation_users(op.kind, op.target, op.params)
 
 
 def _licence_stop_elsewhere(store: AuditStore, run_id: str, batch_ops: set[str]) -> str | None:
