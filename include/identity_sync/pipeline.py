@@ -183,7 +183,7 @@ def map_desired(store: AuditStore, run_id: str, rules: SyncRules) -> dict[str, i
     snapshot = IdcsSnapshot.from_dict(store.get_artifact(run_id, SNAPSHOT))
     quarantined = {q["record_id"] for q in store.quarantined(run_id) if q["record_type"] == "user"}
     snapshot.users = [u for u in snapshot.users if u.id not in quarantined and u.id is not None]
-    result = build_desired_state(snapshot, rules)
+    result = build_desired_state(snapshot, rules, store.anchors())
     store.record_quarantine(run_id, [
         {"record_type": "user", "record_id": r["id"], "reason": r["reason"],
          "expectation": "mapping rules", "value": None} for r in result.rejected])

@@ -102,10 +102,19 @@ class TestTransform:
         snap = IdcsSnapshot(users=[user("u1", "Dana"), user("u2", "DANA"),
                                    user("u3", "erin", email="")], groups=[], scope="all")
         result = build_desired_state(snap, self.rules())
-        assert set(result.desired.users) == {"u1"}
+        assert set(result.desired.users) == set()  # nobody owns "dana": both are held
         reasons = {r["id"]: r["reason"] for r in result.rejected}
-        assert "collides with IDCS user u1" in reasons["u2"]
+        assert reasons["u1"] == "mapped name 'dana' collides with IDCS user(s) u2"
+        assert reasons["u2"] == "mapped name 'dana' collides with IDCS user(s) u1"
         assert reasons["u3"] == "mapped emailAddress is empty"
+
+    def test_collision_leaves_the_anchored_owner_in_place(self) -> None:
+        snap = IdcsSnapshot(users=[user("u1", "Dana"), user("u2", "DANA")], groups=[],
+                            scope="all")
+        result = build_desired_state(snap, self.rules(), anchors={"u2": "dana"})
+        assert set(result.desired.users) == {"u2"}
+        assert result.rejected == [{"id": "u1", "reason": "mapped name 'dana' collides with "
+                                    "IDCS user(s) u2; u2 already owns it"}]
 
 
 @pytest.mark.parametrize(("template", "expected"), [

@@ -90,7 +90,27 @@ def in_scope(user: IdcsUser, rules: SyncRules, group_names: set[str]) -> bool:
     return all(include) and not any(exclude)
 
 
-def build_desired_state(snapshot: IdcsSnapshot, rules: SyncRules) -> MappingResult:
+def _collisions(names: dict[str, str], anchors: dict[str, str],
+                ids_by_key: dict[str, list[str]]) -> dict[str, str]:
+    """IDCS ids to reject, with the reason, for mapped names that collide: the user already
+    anchored to that Bitbucket name keeps it; with no such user, every collider is held (never
+    first come, first served)."""
+    rejected: dict[str, str] = {}
+    for name_key, ids in ids_by_key.items():
+        if len(ids) < 2:
+            continue
+        owners = [i for i in ids if key(anchors.get(i, "")) == name_key]
+        for idcs_id in ids:
+            if owners and idcs_id == owners[0]:
+                continue
+            others = ", ".join(i for i in ids if i != idcs_id)
+            rejected[idcs_id] = (f"mapped name {names[idcs_id]!r} collides with IDCS user(s) "
+                                 f"{others}" + (f"; {owners[0]} already owns it" if owners else ""))
+    return rejected
+
+
+def build_desired_state(snapshot: IdcsSnapshot, rules: SyncRules,
+                        anchors: dict[str, str] | None = None) -> MappingResult:
     """Apply the rules. Users whose mapped name collides or comes out empty are rejected."""
     templates = {attr: rule.compile() for attr, rule in rules.users.attributes.items()}
     group_names = map_group_names(snapshot.groups, rules)
@@ -99,28 +119,32 @@ def build_desired_state(snapshot: IdcsSnapshot, rules: SyncRules) -> MappingResu
     attr_template = (parse_template(from_attr.name_template, GROUP_ATTRIBUTES, open_paths=False)
                      if from_attr else None)
     result = MappingResult(DesiredState({}, [], {}, {}))
-    seen_names: dict[str, str] = {}
     memberships: dict[str, set[str]] = defaultdict(set)
     attribute_groups: set[str] = set()
-
+    mapped: list[tuple[IdcsUser, dict[str, str | None]]] = []
     for user in snapshot.users:
         assert user.id is not None  # the quality gate quarantines users without an id
         if not in_scope(user, rules, {idcs_group_name.get(g, "") for g in user.group_ids}):
             result.out_of_scope += 1
             continue
-        values = user_values(user)
-        rendered = {attr: t.render(values) for attr, t in templates.items()}
+        rendered = {attr: t.render(user_values(user)) for attr, t in templates.items()}
         missing = [attr for attr, value in rendered.items() if not value]
         if missing:
             result.rejected.append({"id": user.id,
                                     "reason": f"mapped {', '.join(missing)} is empty"})
             continue
-        name = rendered["name"] or ""
-        if key(name) in seen_names:
-            result.rejected.append({"id": user.id, "reason": f"mapped name {name!r} collides "
-                                    f"with IDCS user {seen_names[key(name)]}"})
+        mapped.append((user, rendered))
+    ids_by_key: dict[str, list[str]] = defaultdict(list)
+    for user, rendered in mapped:
+        ids_by_key[key(rendered["name"] or "")].append(user.id or "")
+    collided = _collisions({u.id or "": r["name"] or "" for u, r in mapped}, anchors or {},
+                           ids_by_key)
+    result.rejected += [{"id": i, "reason": why} for i, why in collided.items()]
+
+    for user, rendered in mapped:
+        if user.id in collided:
             continue
-        seen_names[key(name)] = user.id
+        name = rendered["name"] or ""
         result.desired.users[user.id] = DesiredUser(user.id, name, rendered["displayName"] or "",
                                                     rendered["emailAddress"] or "", user.active)
         if not user.active:
