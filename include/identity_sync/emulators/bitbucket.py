@@ -477,7 +477,7 @@ def create_bitbucket_app(*, state_file: Path | None = None) -> Starlette:
 
     Rate limiting starts off and faults start empty; ``POST /_emulator/reset`` clears both.
     """
-    from .bitbucket_more import rate_limit_control_routes
+    from .bitbucket_more import access_token_routes, rate_limit_control_routes
 
     state, calls = BitbucketState(), CallCounter()
     limiter, faults = RateLimiter(), FaultInjector()
@@ -490,7 +490,8 @@ def create_bitbucket_app(*, state_file: Path | None = None) -> Starlette:
     app = Starlette(
         routes=[*api_routes(state),
                 *control_routes(state, calls, persistence, on_reset=reset_extras),
-                *fault_routes(faults), *rate_limit_control_routes(state, limiter)],
+                *fault_routes(faults), *rate_limit_control_routes(state, limiter),
+                *access_token_routes(state)],
         exception_handlers={404: _container_error, 405: _container_error},
     )
     app.add_middleware(CountCallsMiddleware, calls=calls)

@@ -1,5 +1,6 @@
-"""The rest of the emulated Bitbucket API: credentials, non-admin user and group listings, the
-deprecated single-membership endpoints, user directories and rate-limit settings.
+"""The rest of the emulated Bitbucket API: credentials, GDPR erasure, CAPTCHA reset, personal
+access tokens, non-admin user and group listings, the deprecated single-membership endpoints,
+user directories and rate-limit settings.
 
 Kept apart from :mod:`.bitbucket` so each module stays readable; the handlers use the same
 :class:`~.bitbucket.Call` and renderers, and :func:`.bitbucket.api_routes` serves them.
@@ -17,10 +18,12 @@ from starlette.routing import BaseRoute, Route
 from .bitbucket import (
     Call,
     Handler,
+    _endpoint,
     _json,
     _names,
     _text,
     application_user,
+    not_permitted,
     page,
 )
 from .bitbucket_ratelimit import RateLimiter, UserLimit, parse_limit
@@ -55,6 +58,27 @@ def set_credentials(call: Call) -> Response:
     if data.get("passwordConfirm") != password:
         raise invalid("passwordConfirm", "The password and its confirmation do not match.")
     call.state.set_password(call.caller, name, password)
+    return Response(status_code=204)
+
+
+def check_erasable(call: Call) -> Response:
+    """``GET /admin/users/erasure?name=`` -> 204 for a deleted, not yet erased username; 409 if
+    a live user holds the name, 404 if no user of that name was ever deleted."""
+    call.state.erasable(call.required("name"))
+    return Response(status_code=204)
+
+
+def erase_user(call: Call) -> Response:
+    """``POST /admin/users/erasure?name=`` -> ``{"newIdentifier": "user-<5 hex>"}``; the deleted
+    name is then forgotten (erasing it again is 404). Deterministic per name (UNCERTAIN: real
+    identifiers look random). No plugin erasure handlers are emulated."""
+    return _json({"newIdentifier": call.state.erase_user(call.required("name"))})
+
+
+def clear_captcha(call: Call) -> Response:
+    """``DELETE /admin/users/captcha?name=`` -> 204 (also when no CAPTCHA was pending); 403 if
+    the user outranks the caller, as the spec's 403 text says."""
+    call.state.clear_captcha(call.caller, call.required("name"))
     return Response(status_code=204)
 
 
@@ -237,8 +261,52 @@ def reject_history(call: Call) -> Response:
                                        "rejectCount": x[1].count, "lastRejectTime": x[1].last})
 
 
+# ---- personal access tokens (/rest/access-tokens, not /rest/api) ----------------------------
+
+
+def _token_owner(call: Call) -> User:
+    """The ``{userSlug}`` user, if the caller may manage their tokens: themselves, or an ADMIN
+    not outranked by them (401 otherwise, as the spec says; the rank rule is UNCERTAIN)."""
+    state, caller = call.state, call.caller
+    user = state.user_by_slug(call.request.path_params["userSlug"])
+    if user is not caller and (state.rank(caller) < ADMIN or state.rank(user) > state.rank(caller)):
+        raise not_permitted()
+    return user
+
+
+def list_access_tokens(call: Call) -> Response:
+    """A page of ``RestAccessToken`` ``{"id","name","createdDate"}``; none by default."""
+    return page(call, call.state.tokens.get(_token_owner(call).id, []), dict)
+
+
+def delete_access_token(call: Call) -> Response:
+    call.state.delete_token(_token_owner(call), call.request.path_params["tokenId"])
+    return Response(status_code=204)
+
+
+# Served under both versions, like the plugin's other REST resources (the brief names latest).
+ACCESS_TOKEN_PREFIXES = ("/rest/access-tokens/1.0", "/rest/access-tokens/latest")
+ACCESS_TOKEN_API: list[tuple[str, str, int, Handler]] = [
+    ("/users/{userSlug}", "GET", LICENSED, list_access_tokens),
+    ("/users/{userSlug}/{tokenId}", "DELETE", LICENSED, delete_access_token),
+]
+
+
+def access_token_routes(state: BitbucketState) -> list[BaseRoute]:
+    """The token endpoints with the same authentication, rate limiting, rank check and error
+    envelope as :func:`.bitbucket.api_routes`, only under their own prefix."""
+    by_path: dict[str, dict[str, tuple[int, Handler]]] = {}
+    for path, method, rank, handler in ACCESS_TOKEN_API:
+        by_path.setdefault(path, {})[method] = (rank, handler)
+    return [Route(f"{prefix}{path}", _endpoint(state, handlers), methods=list(handlers))
+            for prefix in ACCESS_TOKEN_PREFIXES for path, handlers in by_path.items()]
+
+
 MORE_API: list[tuple[str, str, int, Handler]] = [
     ("/admin/users/credentials", "PUT", ADMIN, set_credentials),
+    ("/admin/users/erasure", "GET", ADMIN, check_erasable),
+    ("/admin/users/erasure", "POST", ADMIN, erase_user),
+    ("/admin/users/captcha", "DELETE", ADMIN, clear_captcha),
     ("/users", "GET", LICENSED, list_application_users),
     ("/users/{userSlug}", "GET", LICENSED, get_user_by_slug),
     ("/groups", "GET", LICENSED, list_group_names),

@@ -8,6 +8,7 @@ would answer with; the HTTP layer only renders it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Iterable, Iterator
@@ -37,6 +38,7 @@ EX_INTEGRITY = "com.atlassian.bitbucket.IntegrityException"
 EX_NO_SUCH_GROUP = "com.atlassian.bitbucket.user.NoSuchGroupException"
 EX_LICENSE = "com.atlassian.bitbucket.license.LicenseLimitException"
 EX_READ_ONLY = "com.atlassian.crowd.exception.OperationNotPermittedException"
+EX_NO_SUCH_TOKEN = "com.atlassian.bitbucket.auth.NoSuchAccessTokenException"
 
 
 class BitbucketError(Exception):
@@ -140,6 +142,11 @@ class BitbucketState:
         self.next_id = 1
         self.default_group: str | None = DEFAULT_GROUP
         self.license_limit: int | None = None
+        # Deleted usernames not yet erased (lower-case key -> name as it was): GDPR erasure.
+        self.deleted_names: dict[str, str] = {}
+        self.captcha: set[int] = set()  # ids of users facing a CAPTCHA at login
+        # user id -> personal access tokens {"id", "name", "createdDate"}, oldest first.
+        self.tokens: dict[int, list[dict[str, Any]]] = {}
         self.clear()
 
     # ---- EmulatorState protocol -------------------------------------------------------------
@@ -182,6 +189,16 @@ class BitbucketState:
                 "next_id": self.next_id,
                 "settings": {"default_group": self.default_group,
                              "license_limit": self.license_limit},
+                # Optional keys, written only when non-empty so older dumps stay identical.
+                **({"deleted_users": sorted(self.deleted_names.values(), key=_key)}
+                   if self.deleted_names else {}),
+                **({"captcha": sorted((by_id[i] for i in self.captcha if i in by_id), key=_key)}
+                   if self.captcha else {}),
+                **({"access_tokens": {by_id[i]: [dict(t) for t in toks]
+                                      for i, toks in sorted(self.tokens.items(),
+                                                            key=lambda x: _key(by_id[x[0]]))
+                                      if toks and i in by_id}}
+                   if any(self.tokens.values()) else {}),
             }  # fmt: skip
 
     def load_dict(self, data: dict[str, Any]) -> None:
@@ -221,12 +238,19 @@ class BitbucketState:
         }
         user_perms = {user_id(u): _checked(p) for u, p in data.get("user_permissions", {}).items()}
         settings = data.get("settings", {})
+        # A deleted name may also be a live user's again (re-created): erasure answers 409.
+        deleted = {_key(n): n for n in data.get("deleted_users", [])}
+        captcha = {user_id(n) for n in data.get("captcha", [])}
+        tokens: dict[int, list[dict[str, Any]]] = {}
+        for name, raw_tokens in data.get("access_tokens", {}).items():
+            tokens[user_id(name)] = [_token(t) for t in raw_tokens]
         with self.lock:
             self.users, self.groups, self.members = users, groups, members
             self.group_perms, self.user_perms = group_perms, user_perms
             self.next_id = next_id
             self.default_group = settings.get("default_group", DEFAULT_GROUP)
             self.license_limit = settings.get("license_limit")
+            self.deleted_names, self.captcha, self.tokens = deleted, captcha, tokens
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -336,7 +360,46 @@ class BitbucketState:
         for ids in self.members.values():
             ids.discard(user.id)
         self.user_perms.pop(user.id, None)
+        self.captcha.discard(user.id)
+        # BSERV-10550 keeps tokens 7 days; the emulator drops them with the user (UNCERTAIN).
+        self.tokens.pop(user.id, None)
+        self.deleted_names[_key(user.name)] = user.name
         return user
+
+    # ---- erasure, CAPTCHA, access tokens ----------------------------------------------------
+
+    def erasable(self, name: str) -> str:
+        """The deleted username ``name`` refers to; 409 for a live user, 404 if never deleted."""
+        if self.find_user(name) is not None:
+            raise BitbucketError(
+                409, f"{name} is the username of a not deleted user.", EX_INTEGRITY
+            )
+        if _key(name) not in self.deleted_names:
+            raise no_such_user(name)
+        return self.deleted_names[_key(name)]
+
+    def erase_user(self, name: str) -> str:
+        """Forget the deleted username; answers the new non-identifying one (deterministic)."""
+        original = self.erasable(name)
+        del self.deleted_names[_key(original)]
+        return "user-" + hashlib.sha256(_key(original).encode()).hexdigest()[:5]
+
+    def clear_captcha(self, caller: User, name: str) -> None:
+        user = self.user(name)
+        if self.rank(user) > self.rank(caller):
+            raise BitbucketError(
+                403, f"You cannot clear the CAPTCHA of {user.name}; they have a higher "
+                "permission level than you.", EX_AUTHORISATION)  # fmt: skip
+        self.captcha.discard(user.id)
+
+    def delete_token(self, user: User, token_id: str) -> None:
+        tokens = self.tokens.get(user.id, [])
+        for token in tokens:
+            if token["id"] == token_id:
+                tokens.remove(token)
+                return
+        raise BitbucketError(404, f"No access token with ID {token_id} exists for "
+                             f"{user.name}.", EX_NO_SUCH_TOKEN)
 
     def _editable_user(self, caller: User, name: str) -> User:
         user = self.user(name)
@@ -486,6 +549,15 @@ def _checked(permission: str) -> str:
     if permission not in RANK:
         raise ValueError(f"unknown permission {permission!r} in state")
     return permission
+
+
+def _token(raw: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(raw, dict) or not raw.get("id") or not raw.get("name"):
+        raise ValueError(f"access token {raw!r} in state needs an id and a name")
+    token = {"id": str(raw["id"]), "name": str(raw["name"])}
+    if raw.get("createdDate") is not None:
+        token["createdDate"] = str(raw["createdDate"])
+    return token
 
 
 def filter_users(users: Iterable[User], text: str | None) -> list[User]:
