@@ -36,7 +36,6 @@ airflow: $(SYNCED)  ## airflow standalone with the DAGs, the emulators, connecti
 
 lint: $(SYNCED)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 
 lock: $(UV)  ## re-resolve uv.lock after changing dependencies in pyproject.toml
 	$(UV) lock --python "$$(command -v $(PYTHON))"
