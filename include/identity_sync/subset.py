@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bitbucket.client import BitbucketClient
+from .bitbucket.state import parse_user_entry
 from .idcs.client import IdcsClient
-from .idcs.extract import ALL_USERS_GROUP_ID, USER_ATTRIBUTES, _attribute_roots, parse_user
-from .model import BitbucketState, BitbucketUser, IdcsGroup, IdcsSnapshot, IdcsUser, key
+from .idcs.extract import list_groups, parse_user, user_attributes
+from .model import BitbucketState, IdcsSnapshot, IdcsUser, key
 
 log = logging.getLogger(__name__)
 FILTER_CHUNK = 25  # values OR'ed into one SCIM filter
@@ -63,10 +64,8 @@ def extract_subset(client: IdcsClient, subset: Subset, *, mode: str, app_id: str
     """The subset's users (by userName, or as members of the named groups), every group, and
     the scope check for just those users: one request per 25 names plus a few."""
     extra = extra_attributes or []
-    attributes = ",".join([USER_ATTRIBUTES, *sorted(set(_attribute_roots(extra)))])
-    groups = [IdcsGroup(r["id"], r.get("displayName") or "")
-              for r in client.iter_resources("/admin/v1/Groups", {"attributes": "displayName"})
-              if r.get("id") != ALL_USERS_GROUP_ID]
+    attributes = user_attributes(extra)
+    groups = list_groups(client)
     found: dict[str, IdcsUser] = {}
 
     def fetch(flt: str) -> None:
@@ -112,10 +111,7 @@ def read_subset_state(client: BitbucketClient, names: list[str],
     for name in names:
         user = client.find_user(name)
         if user is not None:
-            state.users[key(user["name"])] = BitbucketUser(
-                user["name"], user.get("displayName") or "", user.get("emailAddress") or "",
-                user.get("directoryName") or "",
-                bool(user.get("mutableDetails", True) and user.get("mutableGroups", True)))
+            state.users[key(user["name"])] = parse_user_entry(user)
     for group in client.list_groups():
         state.groups[key(group)] = group
     for entry in client.group_permissions():
@@ -149,7 +145,7 @@ def extract_changed(client: IdcsClient, since: str, anchors: dict[str, str], *, 
     """An incremental extract: users IDCS modified after ``since`` (``meta.lastModified gt``),
     plus anchored users whose IDCS id is gone (an id-only listing finds them)."""
     extra = extra_attributes or []
-    attributes = ",".join([USER_ATTRIBUTES, *sorted(set(_attribute_roots(extra)))])
+    attributes = user_attributes(extra)
     flt = f"meta.lastModified gt {_quote(since)}"
     if scim_filter and mode == "filter":
         flt = f"({flt}) and ({scim_filter})"
@@ -157,9 +153,7 @@ def extract_changed(client: IdcsClient, since: str, anchors: dict[str, str], *, 
         "/admin/v1/Users", {"attributes": attributes, "filter": flt})]
     ids = {r["id"] for r in client.iter_resources("/admin/v1/Users", {"attributes": "id"})}
     gone = sorted(name for idcs_id, name in anchors.items() if idcs_id not in ids)
-    groups = [IdcsGroup(r["id"], r.get("displayName") or "")
-              for r in client.iter_resources("/admin/v1/Groups", {"attributes": "displayName"})
-              if r.get("id") != ALL_USERS_GROUP_ID]
+    groups = list_groups(client)
     users = [u for u in changed if u.id]
     if mode == "app_grants":
         if not app_id:

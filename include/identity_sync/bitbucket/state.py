@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from ..model import BitbucketState, BitbucketUser, key
 from .client import BitbucketClient
 
 log = logging.getLogger(__name__)
+
+
+def parse_user_entry(user: dict[str, Any]) -> BitbucketUser:
+    """A ``RestDetailedUser`` as the planner sees it (read-only directories are immutable)."""
+    return BitbucketUser(
+        name=user["name"],
+        display_name=user.get("displayName") or "",
+        email=user.get("emailAddress") or "",
+        directory=user.get("directoryName") or "",
+        mutable=bool(user.get("mutableDetails", True) and user.get("mutableGroups", True)),
+    )
 
 
 def read_state(client: BitbucketClient, managed_groups: list[str]) -> BitbucketState:
@@ -17,13 +29,7 @@ def read_state(client: BitbucketClient, managed_groups: list[str]) -> BitbucketS
     client.preflight()  # pace to the server's rate limit; warn if not allow-listed
     state = BitbucketState()
     for user in client.list_users():
-        state.users[key(user["name"])] = BitbucketUser(
-            name=user["name"],
-            display_name=user.get("displayName") or "",
-            email=user.get("emailAddress") or "",
-            directory=user.get("directoryName") or "",
-            mutable=bool(user.get("mutableDetails", True) and user.get("mutableGroups", True)),
-        )
+        state.users[key(user["name"])] = parse_user_entry(user)
     for name in client.list_groups():
         state.groups[key(name)] = name
     for entry in client.group_permissions():

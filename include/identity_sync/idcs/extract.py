@@ -121,20 +121,29 @@ def _attribute_roots(paths: list[str]) -> list[str]:
             if p.startswith("urn:") else p.split(".")[0] for p in paths]
 
 
-def extract_snapshot(client: IdcsClient, *, mode: str = "all", app_id: str | None = None,
-                     include_inactive: bool = True, scim_filter: str | None = None,
-                     extra_attributes: list[str] | None = None) -> IdcsSnapshot:
-    extra = extra_attributes or []
-    attributes = ",".join([USER_ATTRIBUTES, *sorted(set(_attribute_roots(extra)))])
-    params = {"attributes": attributes}
-    if mode == "filter":
-        params["filter"] = scim_filter or ""
-    all_users = [parse_user(r, extra) for r in client.iter_resources("/admin/v1/Users", params)]
-    groups = [
+def user_attributes(extra: list[str]) -> str:
+    """The ``attributes`` projection for users: what the sync always needs plus the rules' own."""
+    return ",".join([USER_ATTRIBUTES, *sorted(set(_attribute_roots(extra)))])
+
+
+def list_groups(client: IdcsClient) -> list[IdcsGroup]:
+    """Every IDCS group (without members), except the built-in All Tenant Users."""
+    return [
         IdcsGroup(_text(r.get("id")) or "", _text(r.get("displayName")) or "")
         for r in client.iter_resources("/admin/v1/Groups", {"attributes": "displayName"})
         if r.get("id") != ALL_USERS_GROUP_ID
     ]
+
+
+def extract_snapshot(client: IdcsClient, *, mode: str = "all", app_id: str | None = None,
+                     include_inactive: bool = True, scim_filter: str | None = None,
+                     extra_attributes: list[str] | None = None) -> IdcsSnapshot:
+    extra = extra_attributes or []
+    params = {"attributes": user_attributes(extra)}
+    if mode == "filter":
+        params["filter"] = scim_filter or ""
+    all_users = [parse_user(r, extra) for r in client.iter_resources("/admin/v1/Users", params)]
+    groups = list_groups(client)
     users = all_users
     scope = "all users"
     if mode == "app_grants":
