@@ -113,12 +113,6 @@ def check_quality(sync_run: str) -> dict:
     from identity_sync import pipeline
     from identity_sync.quality.gate import CriticalDataQualityError
 
-    store = _store()
-    run = store.get_run(sync_run) or {}
-    if run.get("mode") == "incremental" and not store.get_artifact(sync_run, "idcs_snapshot")[
-            "users"]:
-        log.info("no user changed in IDCS since the last run: nothing to check")
-        return {"skipped": "no changed users"}
     try:
         return pipeline.check_quality(_store(), sync_run)
     except CriticalDataQualityError as exc:
@@ -132,9 +126,6 @@ def map_desired(sync_run: str) -> dict:
 
     store, rules = _store(), current_rules()[0]
     counts = pipeline.map_desired(store, sync_run, rules)
-    if counts["users"] == 0 and pipeline.run_subset(store, sync_run) is not None:
-        log.info("nothing to check: this partial run maps no user")
-        return {**counts, "checked": "skipped"}
     try:
         return {**counts, "checked": pipeline.check_desired_quality(store, sync_run, rules)}
     except CriticalDataQualityError as exc:
