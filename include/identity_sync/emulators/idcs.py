@@ -9,6 +9,7 @@ Nothing is written through the API; tests and demos steer state through ``/_emul
 
 from __future__ import annotations
 
+import abc
 import base64
 import hashlib
 import json
@@ -614,7 +615,7 @@ class Query:
     descending: bool = False
 
 
-class Collection:
+class Collection(abc.ABC):
     """One SCIM resource type over the state: ordered keys, full views, rendering."""
 
     name: ClassVar[str] = ""
@@ -626,15 +627,15 @@ class Collection:
     def __init__(self, state: IdcsState) -> None:
         self.state = state
 
-    def keys(self) -> Sequence[Any]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def keys(self) -> Sequence[Any]: ...
 
-    def find(self, rid: str) -> Any | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def find(self, rid: str) -> Any | None: ...
 
+    @abc.abstractmethod
     def view(self, key: Any, needs: set[str], base: str) -> dict[str, Any]:
         """The full resource, with computed attributes in ``needs`` filled in."""
-        raise NotImplementedError
 
     def render(self, key: Any, sel: Selection, base: str) -> dict[str, Any]:
         needs = {c for c in self.computed if sel.named(c)}
