@@ -6,7 +6,6 @@ Most tests use Starlette's in-process TestClient; one runs the app on a real soc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +17,15 @@ from starlette.testclient import TestClient
 
 from identity_sync.emulators.bitbucket import (
     DEFAULT_GROUP,
-    DEMO_ADMIN_PASSWORD,
     DEMO_ADMIN_USER,
     INTERNAL_DIRECTORY,
     BitbucketState,
     create_bitbucket_app,
 )
 from identity_sync.emulators.common import serving
+from tests.emulators.conftest import ADMIN_AUTH, API
 
-API = "/rest/api/1.0"
-ADMIN_AUTH = (DEMO_ADMIN_USER, DEMO_ADMIN_PASSWORD)
 JSON_TYPE = "application/json;charset=UTF-8"
-
-
-@pytest.fixture
-def app() -> Starlette:
-    return create_bitbucket_app()
-
-
-@pytest.fixture
-def client(app: Starlette) -> Iterator[TestClient]:
-    with TestClient(app) as test_client:
-        test_client.auth = ADMIN_AUTH
-        yield test_client
 
 
 def state_of(app: Starlette) -> BitbucketState:

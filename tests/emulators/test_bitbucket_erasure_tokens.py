@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,31 +13,17 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from identity_sync.emulators.bitbucket import (
-    DEMO_ADMIN_PASSWORD,
     DEMO_ADMIN_USER,
     BitbucketState,
     create_bitbucket_app,
 )
 from identity_sync.emulators.common import CONTROL_PREFIX
 from tests.bitbucket.test_contract import check
+from tests.emulators.conftest import ADMIN_AUTH, API
 from tests.emulators.test_bitbucket_emulator import error, state_of
 
-API = "/rest/api/1.0"
 TOKENS = "/rest/access-tokens/latest"
-ADMIN_AUTH = (DEMO_ADMIN_USER, DEMO_ADMIN_PASSWORD)
 NO_SUCH_USER = "com.atlassian.bitbucket.user.NoSuchUserException"
-
-
-@pytest.fixture
-def app() -> Starlette:
-    return create_bitbucket_app()
-
-
-@pytest.fixture
-def client(app: Starlette) -> Iterator[TestClient]:
-    with TestClient(app) as test_client:
-        test_client.auth = ADMIN_AUTH
-        yield test_client
 
 
 def create(client: TestClient, name: str, password: str = "pw") -> None:

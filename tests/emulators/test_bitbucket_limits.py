@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import requests
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from identity_sync.emulators.bitbucket import (
-    DEMO_ADMIN_PASSWORD,
     DEMO_ADMIN_USER,
     create_bitbucket_app,
 )
 from identity_sync.emulators.common import serving
-
-API = "/rest/api/1.0"
-ADMIN_AUTH = (DEMO_ADMIN_USER, DEMO_ADMIN_PASSWORD)
-
-
-@pytest.fixture
-def app() -> Starlette:
-    return create_bitbucket_app()
+from tests.emulators.conftest import ADMIN_AUTH, API
 
 
 @pytest.fixture
@@ -30,13 +20,6 @@ def clock(app: Starlette) -> list[float]:
     now = [100.0]
     app.state.rate_limiter.clock = lambda: now[0]
     return now
-
-
-@pytest.fixture
-def client(app: Starlette) -> Iterator[TestClient]:
-    with TestClient(app) as test_client:
-        test_client.auth = ADMIN_AUTH
-        yield test_client
 
 
 def statuses(client: TestClient, n: int, auth: tuple[str, str] = ADMIN_AUTH) -> list[int]:
