@@ -1,10 +1,15 @@
-"""Oracle IDCS (identity domain) admin API emulator: OAuth client credentials plus SCIM reads.
+"""Oracle IDCS (identity domain) admin API emulator: OAuth client credentials, SCIM reads and
+writes, discovery, rate limits and faults.
 
 It reproduces what the sync depends on and what trips clients up on the real service (see
 ``reference/idcs-api.md``): ``itemsPerPage`` echoing the page size, ``Resources`` absent when
-empty, ``members``/``groups`` only on request, the 10,000-member 400, string ``status`` in errors,
-the computed "All Tenant Users" group and GROUP_MEMBERSHIP grants derived from group grants.
-Nothing is written through the API; tests and demos steer state through ``/_emulator``.
+empty, ``members``/``groups`` only on request, the 10,000-member 400 and ``members[startIndex=S
+&count=C]`` paging, string ``status`` in errors, the computed "All Tenant Users" group, dynamic
+groups, GROUP_MEMBERSHIP grants derived from group grants and ``X-ORACLE-DMS-ECID`` on every
+response. This module holds the state and the read path; writes and discovery live in
+:mod:`.idcs_writes` / :mod:`.idcs_endpoints`, limits in :mod:`.idcs_limits`, faults in
+:mod:`.faults`. Tests and demos steer the emulator through ``/_emulator`` (see
+:func:`create_idcs_app`).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ APP_SCHEMA = "urn:ietf:params:scim:schemas:oracle:idcs:App"
 USER_EXTENSION = "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User"
 USER_STATE_EXTENSION = "urn:ietf:params:scim:schemas:oracle:idcs:extension:userState:User"
 GROUP_EXTENSION = "urn:ietf:params:scim:schemas:oracle:idcs:extension:group:Group"
+DYNAMIC_GROUP_EXTENSION = "urn:ietf:params:scim:schemas:oracle:idcs:extension:dynamic:Group"
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 SEARCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
@@ -193,6 +199,7 @@ USER_URNS = (
     USER_EXTENSION,
     USER_STATE_EXTENSION,
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+    "urn:ietf:params:scim:schemas:idcs:extension:custom:User",
     *(
         f"{_X}{e}"
         for e in (
@@ -257,6 +264,11 @@ def _demo_clients() -> list[dict[str, str]]:
     return [{"client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET}]
 
 
+def is_dynamic(group: Mapping[str, Any]) -> bool:
+    ext = scim_filter.get_attr(group, DYNAMIC_GROUP_EXTENSION) or {}
+    return scim_filter.get_attr(ext, "membershipType") == "dynamic"
+
+
 def derived_grant_id(grant_id: str, user_id: str) -> str:
     """Stable id of the GROUP_MEMBERSHIP grant a group grant produces for one member."""
     return hashlib.blake2b(f"{grant_id}/{user_id}".encode(), digest_size=16).hexdigest()
@@ -317,6 +329,24 @@ class IdcsState:
         self.version = getattr(self, "version", 0) + 1
         self._grant_keys: list[tuple[int, str | None]] | None = None
         self._derived_index: dict[str, tuple[int, str]] | None = None
+        self._compute_dynamic_groups()
+
+    def _compute_dynamic_groups(self) -> None:
+        """Members of dynamic groups come from their ``membershipRule`` (a filter on users)."""
+        for group in self.groups:
+            if not is_dynamic(group):
+                continue
+            rule = (group.get(DYNAMIC_GROUP_EXTENSION) or {}).get("membershipRule") or ""
+            try:
+                test = scim_filter.compile_filter(rule, USER_CASE_EXACT.__contains__)
+            except scim_filter.FilterError as exc:
+                raise ValueError(f"group {group['id']} has a bad membershipRule: {exc}") from exc
+            gid = group["id"]
+            for uid in self.members.get(gid, []):
+                self.user_groups[uid].remove(gid)
+            self.members[gid] = [u["id"] for u in self.users if test(u)]
+            for uid in self.members[gid]:
+                self.user_groups.setdefault(uid, []).append(gid)
 
     def to_dict(self) -> dict[str, Any]:
         """The dump format ``load_dict`` takes (resources are shared, not copied)."""
@@ -677,7 +707,7 @@ class Users(Collection):
             item = {
                 "value": gid,
                 "display": group.get("displayName"),
-                "type": "direct",
+                "type": "indirect" if is_dynamic(group) else "direct",
                 "$ref": f"{base}/admin/v1/Groups/{gid}",
             }
             if group.get("ocid"):
@@ -896,7 +926,7 @@ class SearchEngine:
         key = coll.find(rid)
         if key is None:
             raise ScimError(
-                404, f"Resource {rid} not found.", message_id="error.common.common.resourceNotFound"
+                404, f"Resource {rid} not found."
             )
         sel = parse_selection(query.attributes, query.attribute_sets, coll.urns, coll.case_exact)
         return coll.render(key, sel, base)
@@ -952,21 +982,30 @@ def make_query(params: Mapping[str, Any]) -> Query:
 
 
 class _Tokens:
-    """Issued access tokens (opaque, random) with their expiry on the monotonic clock."""
+    """Issued access tokens (opaque, random) with their expiry on the monotonic clock and the
+    client they were issued to; ``revoke_all`` is the test control for a revoked credential."""
 
     def __init__(self) -> None:
-        self._tokens: dict[str, float] = {}
+        self._tokens: dict[str, tuple[float, str]] = {}
 
-    def issue(self, ttl: int) -> str:
+    def issue(self, ttl: int, client_id: str = "") -> str:
         now = time.monotonic()
-        self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
+        self._tokens = {t: v for t, v in self._tokens.items() if v[0] > now}
         token = secrets.token_urlsafe(48)
-        self._tokens[token] = now + ttl
+        self._tokens[token] = (now + ttl, client_id)
         return token
 
     def valid(self, token: str) -> bool:
-        expiry = self._tokens.get(token)
-        return expiry is not None and time.monotonic() < expiry
+        return self.client_of(token) is not None
+
+    def client_of(self, token: str) -> str | None:
+        found = self._tokens.get(token)
+        return found[1] if found is not None and time.monotonic() < found[0] else None
+
+    def revoke_all(self) -> int:
+        revoked = len(self._tokens)
+        self._tokens.clear()
+        return revoked
 
 
 class _EcidMiddleware:
@@ -989,6 +1028,7 @@ class _EcidMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        with_ecid.__wrapped__ = send  # type: ignore[attr-defined]  # lets a fault reset the socket
         await self.app(scope, receive, with_ecid)
 
 
@@ -1012,7 +1052,7 @@ class _Api:
                     (await request.body()).decode("utf-8"), keep_blank_values=True
                 ).items()
             }
-            self._authenticate(request, form)
+            client_id = self._authenticate(request, form)
             if not form.get("grant_type"):
                 raise OAuthError(400, "invalid_request", "Missing grant_type.")
             if form["grant_type"] != "client_credentials":
@@ -1030,10 +1070,11 @@ class _Api:
             }
             headers = {"WWW-Authenticate": "Basic"} if err.status == 401 else None
             return JSONResponse(body, status_code=err.status, headers=headers)
-        body = {"access_token": self.tokens.issue(ttl), "token_type": "Bearer", "expires_in": ttl}
+        body = {"access_token": self.tokens.issue(ttl, client_id), "token_type": "Bearer",
+                "expires_in": ttl}
         return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
-    def _authenticate(self, request: Request, form: Mapping[str, str]) -> None:
+    def _authenticate(self, request: Request, form: Mapping[str, str]) -> str:
         header = request.headers.get("authorization", "")
         client_id, secret = form.get("client_id"), form.get("client_secret")
         if header.lower().startswith("basic "):
@@ -1051,6 +1092,7 @@ class _Api:
             or not secrets.compare_digest(expected.encode(), secret.encode())
         ):
             raise OAuthError(401, "invalid_client", "Client authentication failed.")
+        return client_id
 
     def _token_ttl(self, scope: str) -> int:
         ttl, scopes = self.token_ttl, scope.split()
@@ -1065,14 +1107,17 @@ class _Api:
                 raise OAuthError(400, "invalid_scope", f"Invalid scope: {item}.")
         return ttl
 
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, request: Request) -> str:
+        """The client id behind the request's bearer token (401 SCIM error if none is valid)."""
         header = request.headers.get("authorization", "")
         if not header.lower().startswith("bearer "):
             raise ScimError(
                 401, "Missing or invalid Authorization header: a Bearer access token is required."
             )
-        if not self.tokens.valid(header[7:].strip()):
+        client_id = self.tokens.client_of(header[7:].strip())
+        if client_id is None:
             raise ScimError(401, "Invalid or expired access token.")
+        return client_id
 
     @staticmethod
     def _base(request: Request) -> str:
@@ -1110,8 +1155,14 @@ class _Api:
         async def handler(request: Request) -> Response:
             self._authorize(request)
             query = make_query(dict(request.query_params))
-            resource = self.engine.get(name, request.path_params["id"], query, self._base(request))
-            return scim_response(resource)
+            rid = request.path_params["id"]
+            resource = self.engine.get(name, rid, query, self._base(request))
+            response = scim_response(resource)
+            coll = self.engine.collections[name]
+            meta = coll.view(coll.find(rid), set(), "").get("meta") or {}
+            if meta.get("version"):
+                response.headers["ETag"] = str(meta["version"])
+            return response
 
         return handler
 
@@ -1156,11 +1207,41 @@ def seed_state(state: IdcsState, body: Mapping[str, Any]) -> None:
     )
 
 
+def idcs_error_body(status: int) -> tuple[bytes, bytes]:
+    """Injected faults as IDCS answers them: a SCIM error body, except a proxy's 502/504."""
+    if status in (502, 504):
+        return f"{status} (injected by the emulator)".encode(), b"text/plain; charset=utf-8"
+    detail = {429: "Too many requests: the API rate limit of this identity domain was reached.",
+              503: "Service Unavailable.", 500: "Internal Server Error."}.get(
+        status, f"Request failed: HTTP {status} (injected).")
+    body = ScimError(status, detail).body()
+    return json.dumps(body).encode(), SCIM_MEDIA_TYPE.encode()
+
+
+def _wrap(app: Starlette, layer: Callable[[Any], Any]) -> None:
+    """Put an ASGI layer around the whole app, outside Starlette's error middleware."""
+    build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: layer(build())  # type: ignore[method-assign]
+
+
 def create_idcs_app(*, state_file: Path | None = None, token_ttl: int = 3600) -> Starlette:
     """The emulator app; ``app.state.emulator`` is the :class:`IdcsState`, ``app.state.calls``
-    the per-endpoint call counter. State is loaded from ``state_file`` and saved at shutdown."""
+    the per-endpoint call counter. State is loaded from ``state_file`` and saved at shutdown.
+
+    Layers, outermost first: ``X-ORACLE-DMS-ECID`` on every answer (faults and limits too), fault
+    injection (``/_emulator/faults``), rate limits and overload (``/_emulator/rate-limits``),
+    then the API with call counting and corruptions. ``POST /_emulator/tokens/revoke`` revokes
+    every issued token; ``POST /_emulator/reset`` also clears faults, limits and corruptions (but
+    keeps issued tokens).
+    """
+    from .faults import FaultInjector, FaultMiddleware, fault_routes
+    from .idcs_endpoints import DiscoveryEndpoints, WriteEndpoints, endpoint_routes
+    from .idcs_limits import Limiter, LimitsMiddleware, limit_routes
+    from .idcs_writes import TenantWriter
+
     state, calls, persistence = IdcsState(), CallCounter(), Persistence(state_file)
     api = _Api(state, token_ttl)
+    writer = TenantWriter(state, USER_URNS, GROUP_URNS, USER_CASE_EXACT, GROUP_CASE_EXACT)
     routes = [Route("/oauth2/v1/token", api.token, methods=["POST"])]
     for name in ("Users", "Groups", "Grants", "Apps"):
         routes += [
@@ -1168,20 +1249,41 @@ def create_idcs_app(*, state_file: Path | None = None, token_ttl: int = 3600) ->
             Route(f"/admin/v1/{name}/.search", api.search_handler(name), methods=["POST"]),
             Route(f"/admin/v1/{name}/{{id}}", api.get_handler(name), methods=["GET"]),
         ]
+    routes += endpoint_routes(WriteEndpoints(writer, api.engine, api._authorize),
+                              DiscoveryEndpoints(api._authorize))
     corruptions = Corruptions()  # broken answers on purpose (tests of the extract and the gate)
+    faults, limiter = FaultInjector(idcs_error_body), Limiter()
+
+    def on_reset() -> None:
+        corruptions.clear()
+        faults.reset()
+        limiter.reset()  # issued tokens stay valid: revoking is its own control
+
+    async def revoke_tokens(_: Request) -> Response:
+        return JSONResponse({"revoked": api.tokens.revoke_all()})
+
     routes += control_routes(state, calls, persistence, seed=lambda body: seed_state(state, body),
-                             on_reset=corruptions.clear)
+                             on_reset=on_reset)
     routes += corruption_routes(corruptions)
+    routes += [*fault_routes(faults), *limit_routes(limiter),
+               Route("/_emulator/tokens/revoke", revoke_tokens, methods=["POST"])]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_EcidMiddleware), Middleware(CountCallsMiddleware, calls=calls),
+        middleware=[Middleware(CountCallsMiddleware, calls=calls),
                     Middleware(CorruptionMiddleware, corruptions=corruptions)],
         exception_handlers={ScimError: _scim_error, HTTPException: _http_error},
     )
+    _wrap(app, lambda inner: LimitsMiddleware(inner, limiter))
+    _wrap(app, lambda inner: FaultMiddleware(inner, faults))
+    _wrap(app, _EcidMiddleware)
     app.state.emulator = state
     app.state.calls = calls
     app.state.persistence = persistence
     app.state.engine = api.engine
     app.state.corruptions = corruptions
+    app.state.faults = faults
+    app.state.limiter = limiter
+    app.state.writer = writer
+    app.state.tokens = api.tokens
     attach_persistence(app, state, persistence)
     return app

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 Bitbucket emulator  {b}
   service account     {DEMO_ADMIN_USER} / {DEMO_ADMIN_PASSWORD}
   try:  curl -s -u {DEMO_ADMIN_USER}:{DEMO_ADMIN_PASSWORD} '{b}/rest/api/1.0/admin/users?limit=5'
-Test controls under /_emulator/ (state, seed, reset, calls). State kept in {args.state_dir}
+Test controls under /_emulator/ (state, seed, reset, calls, faults, responses; IDCS also rate-limits, tokens/revoke, corruptions). State kept in {args.state_dir}
 {"Seeded IDCS with a generated organisation. " if emulators.seeded else ""}Ctrl-C to stop.""",
           flush=True)
     stop = threading.Event()
