@@ -230,3 +230,11 @@ def test_batches_respect_the_mapping_limit() -> None:
     assert sum(r["size"] for r in refs["users"]) == 5000
     assert refs["users"][0]["label"] == "50 × create user"
     assert refs["groups"] == []
+
+
+def test_group_permission_never_shares_a_phase_with_group_creation() -> None:
+    """Batches of one phase run in parallel: a permission must come after every group exists."""
+    from identity_sync.planning.operations import PHASE_OF, PHASE_ORDER
+
+    assert PHASE_ORDER.index(PHASE_OF[OpKind.SET_GROUP_PERMISSION]) > PHASE_ORDER.index(
+        PHASE_OF[OpKind.CREATE_GROUP])

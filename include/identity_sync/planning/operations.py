@@ -40,7 +40,9 @@ class Phase(StrEnum):
 
 PHASE_OF: dict[OpKind, Phase] = {
     OpKind.CREATE_GROUP: Phase.GROUPS,
-    OpKind.SET_GROUP_PERMISSION: Phase.GROUPS,
+    # After GROUPS, never beside it: batches of one phase run in parallel, so a permission in
+    # another batch than its group's creation would meet a 404.
+    OpKind.SET_GROUP_PERMISSION: Phase.USERS,
     OpKind.CREATE_USER: Phase.USERS,
     OpKind.RENAME_USER: Phase.USERS,
     OpKind.UPDATE_USER: Phase.USERS,
