@@ -12,6 +12,7 @@ from identity_sync.audit.store import AuditStore
 from identity_sync.bitbucket.client import BitbucketClient
 from identity_sync.http import ApiError
 from identity_sync.idcs.client import SCOPE, IdcsClient
+from identity_sync_airflow.provider import BITBUCKET_CONNECTION, IDCS_CONNECTION, field_behaviour
 
 
 def _base_url(conn: Any, default_scheme: str = "https") -> str:
@@ -26,7 +27,13 @@ def _base_url(conn: Any, default_scheme: str = "https") -> str:
 
 
 def _verify(extra: dict[str, Any]) -> bool | str:
+    """TLS verification for ``requests``: ``ca_bundle`` (a PEM path, the connection form's
+    field) wins; else ``verify`` as a bool, a URI's ``"false"`` string, or a CA bundle path."""
+    if extra.get("ca_bundle"):
+        return str(extra["ca_bundle"])
     value = extra.get("verify", True)
+    if value is None or value == "":
+        return True
     if isinstance(value, str) and value.lower() in ("false", "0", "no"):
         return False
     if isinstance(value, str) and value.lower() in ("true", "1", "yes"):
@@ -44,6 +51,11 @@ class IdcsHook(BaseHook):
     conn_type = "idcs"
     hook_name = "Oracle IDCS"
 
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Form labels for the standard fields; Airflow reads the same from the provider info."""
+        return field_behaviour(IDCS_CONNECTION)
+
     def __init__(self, idcs_conn_id: str = default_conn_name) -> None:
         super().__init__()
         self.idcs_conn_id = idcs_conn_id
@@ -57,7 +69,7 @@ class IdcsHook(BaseHook):
         extra = conn.extra_dejson
         self.app_id = extra.get("app_id")
         self.client = IdcsClient(_base_url(conn), conn.login or "", conn.password or "",
-                                 scope=extra.get("scope", SCOPE), verify=_verify(extra))
+                                 scope=extra.get("scope") or SCOPE, verify=_verify(extra))
         return self.client
 
     def test_connection(self) -> tuple[bool, str]:
@@ -76,6 +88,11 @@ class BitbucketHook(BaseHook):
     default_conn_name = "bitbucket_default"
     conn_type = "bitbucket"
     hook_name = "Bitbucket Data Center"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Form labels for the standard fields; Airflow reads the same from the provider info."""
+        return field_behaviour(BITBUCKET_CONNECTION)
 
     def __init__(self, bitbucket_conn_id: str = default_conn_name) -> None:
         super().__init__()

@@ -39,6 +39,9 @@ def airflow_env(home: Path, port: int) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        # The connection form's "Test" button for the idcs/bitbucket types (off by default).
+        "AIRFLOW__CORE__TEST_CONNECTION": os.environ.get("AIRFLOW__CORE__TEST_CONNECTION",
+                                                         "Enabled"),
     }
 
 
