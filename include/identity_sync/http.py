@@ -1,10 +1,14 @@
 """HTTP plumbing shared by the API clients: sessions, retry classification, rate limiting.
 
-Two ways to make a session. :func:`make_session` (used by the IDCS client) lets urllib3 retry
-connection errors, read timeouts, 429 (honouring ``Retry-After``), 502, 503 and 504 for every
-method. :func:`make_plain_session` retries nothing: the Bitbucket client runs its own loop
-(:mod:`identity_sync.bitbucket.transport`) because it must read a timed-out create back before
-sending it again, and must share one client-side token bucket between threads.
+Two ways to make a session. :func:`make_session` lets urllib3 retry connection errors, read
+timeouts, 429 (honouring ``Retry-After``), 502, 503 and 504 for every method, with jitter.
+:func:`make_plain_session` retries nothing: the Bitbucket client (:mod:`identity_sync.bitbucket.
+transport`) and the IDCS client (:mod:`identity_sync.idcs.client`) run their own loops, because
+they must count retries, bound the total wait, read a timed-out create back before sending it
+again, or share one client-side token bucket between threads.
+
+Both take ``verify`` (True, False or a CA bundle path) and a default ``(connect, read)`` timeout
+that applies to every request sent without an explicit one: a session can never hang forever.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest, Response
 from urllib3.util.retry import Retry
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -28,9 +33,13 @@ SERVER_ERROR = 500
 DEFAULT_RETRY_AFTER = 5.0  # what Atlassian's own Jenkins plugin assumes when the header is absent
 
 
+Timeout = float | tuple[float, float]
+
+
 @dataclass(frozen=True)
 class HttpSettings:
-    timeout: float = 30.0
+    timeout: float = 30.0  # read timeout (seconds between bytes of the answer)
+    connect_timeout: float = 10.0  # TCP/TLS connect timeout (never more than ``timeout``)
     retries: int = 5  # retries of 429/502/503/504, timeouts and resets (0 = none)
     backoff_factor: float = 0.5
     backoff_max: float = 30.0
@@ -45,6 +54,11 @@ class HttpSettings:
     rate_limit_fill_rate: float | None = None
     rate_limit_margin: float = 0.9
     max_concurrency: int = 4  # requests in flight per client, whatever the number of threads
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """``(connect, read)`` as requests takes it."""
+        return (min(self.connect_timeout, self.timeout), self.timeout)
 
 
 class ApiError(RuntimeError):
@@ -62,7 +76,30 @@ class ApiError(RuntimeError):
         return self.status is None or self.status in TRANSIENT_STATUSES
 
 
-def make_session(settings: HttpSettings | None = None, verify: bool | str = True) -> requests.Session:
+class TimeoutAdapter(HTTPAdapter):
+    """An adapter with a default timeout for requests sent without one (requests' own default
+    is to wait forever), and the session's own ``verify`` when it is not the default: requests
+    lets ``REQUESTS_CA_BUNDLE`` override ``session.verify``, so a configured CA bundle or
+    ``verify=False`` would otherwise be ignored wherever that variable is set."""
+
+    def __init__(self, *args: object, timeout: Timeout, verify: bool | str = True,
+                 **kwargs: object) -> None:
+        self.default_timeout, self.verify = timeout, verify
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def send(self, request: PreparedRequest, stream: bool = False,  # type: ignore[override]
+             timeout: Timeout | None = None, verify: bool | str = True,
+             cert: object = None, proxies: object = None) -> Response:
+        return super().send(request, stream=stream,
+                            timeout=self.default_timeout if timeout is None else timeout,
+                            verify=verify if self.verify is True else self.verify,
+                            cert=cert, proxies=proxies)  # type: ignore[arg-type]
+
+
+def make_session(settings: HttpSettings | None = None, verify: bool | str = True,
+                 timeout: Timeout | None = None) -> requests.Session:
+    """A session whose adapter retries transient failures itself (exponential backoff with
+    jitter, ``Retry-After`` honoured). ``timeout`` defaults to ``settings.timeouts``."""
     settings = settings or HttpSettings()
     retry = Retry(
         total=settings.retries,
@@ -73,21 +110,26 @@ def make_session(settings: HttpSettings | None = None, verify: bool | str = True
         allowed_methods=None,  # retry every method: operations are idempotent
         backoff_factor=settings.backoff_factor,
         backoff_max=settings.backoff_max,
+        backoff_jitter=settings.backoff_factor,
         respect_retry_after_header=True,
         raise_on_status=False,
     )
-    return _session(HTTPAdapter(max_retries=retry, pool_connections=settings.pool_size,
-                                pool_maxsize=settings.pool_size), verify)
+    return _session(TimeoutAdapter(max_retries=retry, pool_connections=settings.pool_size,
+                                   pool_maxsize=settings.pool_size, verify=verify,
+                                   timeout=timeout or settings.timeouts), verify)
 
 
 def make_plain_session(settings: HttpSettings | None = None,
-                       verify: bool | str = True) -> requests.Session:
-    """A session that never retries by itself; the caller classifies and retries."""
+                       verify: bool | str = True,
+                       timeout: Timeout | None = None) -> requests.Session:
+    """A session that never retries by itself; the caller classifies and retries.
+    ``timeout`` (seconds, or ``(connect, read)``) defaults to ``settings.timeouts``."""
     settings = settings or HttpSettings()
     size = max(settings.pool_size, settings.max_concurrency)
-    return _session(HTTPAdapter(max_retries=Retry(total=0, connect=0, read=0, status=0,
-                                                  redirect=0, raise_on_status=False),
-                                pool_connections=size, pool_maxsize=size), verify)
+    return _session(TimeoutAdapter(max_retries=Retry(total=0, connect=0, read=0, status=0,
+                                                     redirect=0, raise_on_status=False),
+                                   pool_connections=size, pool_maxsize=size, verify=verify,
+                                   timeout=timeout or settings.timeouts), verify)
 
 
 def _session(adapter: HTTPAdapter, verify: bool | str) -> requests.Session:

@@ -14,7 +14,15 @@ from typing import Any
 from .bitbucket.client import BitbucketClient
 from .bitbucket.state import parse_user_entry
 from .idcs.client import IdcsClient
-from .idcs.extract import list_groups, parse_user, user_attributes
+from .idcs.extract import (
+    ScopeError,
+    app_grants,
+    list_groups,
+    parse_user,
+    quote,
+    resolve_app,
+    user_attributes,
+)
 from .model import BitbucketState, IdcsSnapshot, IdcsUser, key
 
 log = logging.getLogger(__name__)
@@ -43,12 +51,8 @@ class Subset:
         return cls(names(users), names(groups))
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _any_of(attribute: str, values: list[str]) -> list[str]:
-    return [" or ".join(f"{attribute} eq {_quote(v)}" for v in values[i : i + FILTER_CHUNK])
+    return [" or ".join(f"{attribute} eq {quote(v)}" for v in values[i : i + FILTER_CHUNK])
             for i in range(0, len(values), FILTER_CHUNK)]
 
 
@@ -85,9 +89,7 @@ def extract_subset(client: IdcsClient, subset: Subset, *, mode: str, app_id: str
         fetch(flt)
     users = list(found.values())
     if mode == "app_grants":
-        if not app_id:
-            raise ValueError("scope mode app_grants needs the IDCS App id (connection extra app_id)")
-        users = [u for u in users if _granted(client, app_id, u)]
+        users = [u for u in users if u.id in granted_ids(client, _app(client, app_id), users)]
     seen = {u.user_name.casefold() for u in users if u.user_name}
     missing = [n for n in subset.users if n.casefold() not in seen]
     log.info("IDCS subset extract: %d users (%d named users not in IDCS scope), %d groups, "
@@ -96,11 +98,24 @@ def extract_subset(client: IdcsClient, subset: Subset, *, mode: str, app_id: str
     return SubsetExtract(IdcsSnapshot(users, groups, scope, total_users_seen=len(users)), missing)
 
 
-def _granted(client: IdcsClient, app_id: str, user: IdcsUser) -> bool:
-    """Granted directly or through a group (IDCS derives a GROUP_MEMBERSHIP grant per member)."""
-    flt = f'app.value eq "{app_id}" and grantee.value eq {_quote(user.id or "")}'
-    body = client.get("/admin/v1/Grants", {"filter": flt, "count": 0})
-    return int(body.get("totalResults", 0)) > 0
+def _app(client: IdcsClient, app_id: str | None) -> str:
+    if not app_id:
+        raise ScopeError("scope mode app_grants needs the IDCS App id (connection extra app_id)")
+    return resolve_app(client, app_id)
+
+
+def granted_ids(client: IdcsClient, app_id: str, users: list[IdcsUser]) -> set[str]:
+    """Which of ``users`` hold the App, directly or through a group, by the cheaper way: one
+    count request per user (IDCS derives a GROUP_MEMBERSHIP grant per member) for a single
+    user, else the App's direct grants (usually one page) checked against memberships."""
+    if not users:
+        return set()
+    if len(users) == 1:
+        user = users[0]
+        flt = f"app.value eq {quote(app_id)} and grantee.value eq {quote(user.id or '')}"
+        return {user.id or ""} if client.count("/admin/v1/Grants", flt) > 0 else set()
+    grants = app_grants(client, app_id)
+    return {u.id or "" for u in users if grants.covers(u)}
 
 
 def read_subset_state(client: BitbucketClient, names: list[str],
@@ -139,31 +154,69 @@ def restrict_anchors(anchors: dict[str, str], snapshot: IdcsSnapshot,
     return {i: n for i, n in anchors.items() if i in ids or n.casefold() in named}
 
 
+@dataclass
+class Changes:
+    """An incremental extract: the subset to sync, and what deletion detection found."""
+
+    subset: Subset
+    extract: SubsetExtract
+    changed_ids: list[str]  # users modified since the watermark (in scope or not)
+    deleted_ids: list[str]  # ids the baseline held that IDCS no longer has
+    users_total: int  # users in the base listing now
+    listed_ids: bool  # True when every id was listed (no baseline, or the counts disagreed)
+    app_id: str | None = None
+
+
 def extract_changed(client: IdcsClient, since: str, anchors: dict[str, str], *, mode: str,
                     app_id: str | None, scim_filter: str | None = None,
-                    extra_attributes: list[str] | None = None) -> tuple[Subset, SubsetExtract]:
+                    extra_attributes: list[str] | None = None,
+                    known_ids: set[str] | None = None) -> Changes:
     """An incremental extract: users IDCS modified after ``since`` (``meta.lastModified gt``),
-    plus anchored users whose IDCS id is gone (an id-only listing finds them)."""
+    plus anchored users whose IDCS id is gone.
+
+    Deletions come from an id diff against ``known_ids`` (the last full extract's ids updated
+    by later runs). Every user IDCS holds now is either known or modified since the watermark,
+    so when ``count(users) == len(known | changed)`` nothing was deleted and the ids need not
+    be listed (one request instead of ``ceil(users/1000)``); otherwise every id is listed."""
     extra = extra_attributes or []
-    attributes = user_attributes(extra)
-    flt = f"meta.lastModified gt {_quote(since)}"
-    if scim_filter and mode == "filter":
-        flt = f"({flt}) and ({scim_filter})"
-    changed = [parse_user(r, extra) for r in client.iter_resources(
-        "/admin/v1/Users", {"attributes": attributes, "filter": flt})]
-    ids = {r["id"] for r in client.iter_resources("/admin/v1/Users", {"attributes": "id"})}
-    gone = sorted(name for idcs_id, name in anchors.items() if idcs_id not in ids)
+    listing_filter = scim_filter if mode == "filter" else None
+    flt = f"meta.lastModified gt {quote(since)}"
+    if listing_filter:
+        flt = f"({flt}) and ({listing_filter})"
+    changed = [parse_user(r, extra) for r in client.list_all(
+        "/admin/v1/Users", {"attributes": user_attributes(extra), "filter": flt})]
+    changed_ids = {u.id for u in changed if u.id}
+    current: set[str] | None = None
+    if known_ids is not None:
+        expected = known_ids | changed_ids
+        total = client.count("/admin/v1/Users", listing_filter)
+        if total == len(expected):
+            current = expected
+        else:
+            log.info("IDCS holds %d users, the audit store expects %d: listing every id to find "
+                     "%s", total, len(expected),
+                     "the deleted ones" if total < len(expected) else "users it never saw")
+    listed = current is None
+    if current is None:
+        params = {"attributes": "id", **({"filter": listing_filter} if listing_filter else {})}
+        current = {r["id"] for r in client.list_all("/admin/v1/Users", params)
+                   if isinstance(r.get("id"), str)}
+    deleted = sorted((known_ids or set()) - current)
+    gone = sorted(name for idcs_id, name in anchors.items() if idcs_id not in current)
     groups = list_groups(client)
     users = [u for u in changed if u.id]
+    resolved = None
     if mode == "app_grants":
-        if not app_id:
-            raise ValueError("scope mode app_grants needs the IDCS App id (connection extra app_id)")
-        in_scope = {u.id for u in users if _granted(client, app_id, u)}
+        resolved = _app(client, app_id)
+        in_scope = granted_ids(client, resolved, users)
         # A changed user who lost the grant must still be planned (deprovisioned) by name.
         gone += sorted(anchors[u.id] for u in users if u.id not in in_scope and u.id in anchors)
         users = [u for u in users if u.id in in_scope]
     subset = Subset(tuple(sorted({*(u.user_name or "" for u in users), *gone} - {""})), ())
-    log.info("IDCS incremental extract since %s: %d changed users in scope, %d gone, "
-             "%d requests", since, len(users), len(gone), client.requests_made)
-    snapshot = IdcsSnapshot(users, groups, f"changed since {since}", total_users_seen=len(ids))
-    return subset, SubsetExtract(snapshot, [])
+    log.info("IDCS incremental extract since %s: %d changed users in scope, %d gone "
+             "(%d deleted since the baseline, ids %s), %s", since, len(users), len(gone),
+             len(deleted), "listed" if listed else "checked by count", client.metrics.describe())
+    snapshot = IdcsSnapshot(users, groups, f"changed since {since}",
+                            total_users_seen=len(current))
+    return Changes(subset, SubsetExtract(snapshot, []), sorted(changed_ids), deleted,
+                   len(current), listed, resolved)

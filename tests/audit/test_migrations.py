@@ -38,19 +38,19 @@ def indexes(store: AuditStore) -> set[str]:
     return {ix["name"] for table in insp.get_table_names() for ix in insp.get_indexes(table)}
 
 
-def test_head_is_the_second_revision() -> None:
-    assert head_revision() == "0002"
+def test_head_is_the_third_revision() -> None:
+    assert head_revision() == "0003"
 
 
 def test_empty_database_is_migrated_to_head_on_first_use(audit_url: str) -> None:
     store = AuditStore(audit_url)
-    assert revision_of(audit_url) == "0002"
+    assert revision_of(audit_url) == "0003"
     assert indexes(store) >= NEW_INDEXES
     assert schema_diff(store.engine) == []  # autogenerate finds nothing to change
     with store.engine.connect() as conn:
         assert conn.execute(text(f"select count(*) from {t.VERSION_TABLE}")).scalar() == 1
     AuditStore(audit_url).dispose()  # opening again is a no-op
-    assert revision_of(audit_url) == "0002"
+    assert revision_of(audit_url) == "0003"
     store.dispose()
 
 
@@ -72,7 +72,7 @@ def test_previous_revision_with_data_is_upgraded_in_place(audit_url: str) -> Non
     old.dispose()
 
     store = AuditStore(audit_url)
-    assert revision_of(audit_url) == "0002"
+    assert revision_of(audit_url) == "0003"
     assert schema_diff(store.engine) == []
     assert indexes(store) >= NEW_INDEXES
     run = store.get_run("r0")
@@ -98,7 +98,7 @@ def test_pre_migration_create_all_database_is_adopted(audit_url: str) -> None:
     store.dispose()
     assert revision_of(audit_url) is None
     store = AuditStore(audit_url)
-    assert revision_of(audit_url) == "0002"
+    assert revision_of(audit_url) == "0003"
     assert store.anchors() == {"u1": "alice"}
     assert schema_diff(store.engine) == []
     store.dispose()
@@ -113,7 +113,7 @@ def test_downgrade_and_upgrade_round_trip(audit_url: str) -> None:
     assert revision_of(audit_url) == "0001"
     assert not NEW_INDEXES & indexes(store)
     upgrade(store.engine)
-    assert revision_of(audit_url) == "0002" and store.anchors() == {"u1": "alice"}
+    assert revision_of(audit_url) == "0003" and store.anchors() == {"u1": "alice"}
     store.dispose()
 
 
@@ -123,7 +123,7 @@ def test_version_table_is_not_alembic_version(audit_url: str) -> None:
     names = set(inspect(store.engine).get_table_names())
     assert t.VERSION_TABLE in names and "alembic_version" not in names
     with store.engine.connect() as conn:
-        assert conn.execute(select(t.schema_version.c.version_num)).scalar() == "0002"
+        assert conn.execute(select(t.schema_version.c.version_num)).scalar() == "0003"
     store.dispose()
 
 

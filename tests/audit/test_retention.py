@@ -28,7 +28,8 @@ def test_prune_deletes_old_runs_with_their_rows_and_keeps_anchors(history: Histo
     # r1 ended at T0+4m, r2 at T1+5m; 10 days after T1 with 10 days' retention: only r1 goes.
     deleted = history.store.prune(older_than_days=10, now=T1 + timedelta(days=10))
     assert deleted == {"operation_attempts": 4, "plan_operations": 4, "run_artifacts": 1,
-                       "dq_results": 0, "quarantine": 1, "sync_runs": 1}
+                       "dq_results": 0, "quarantine": 1, "idcs_extract_endpoints": 0,
+                       "idcs_user_ids": 0, "idcs_extracts": 0, "sync_runs": 1}
     assert rows_of(history, history.r1) == dict.fromkeys(rows_of(history, history.r1), 0)
     assert rows_of(history, history.r2)["operation_attempts"] == 4
     assert history.store.anchors() == {"u1": "alice.smith", "u2": "bob"}
@@ -59,5 +60,6 @@ def test_retention_days_from_the_environment(history: History, clock: Clock) -> 
     assert prune_from_env(history.store, {})["sync_runs"] == 0  # default: a year
     assert prune_from_env(history.store, {"IDSYNC_AUDIT_RETENTION_DAYS": "299"}) == {
         "operation_attempts": 8, "plan_operations": 7, "run_artifacts": 2, "dq_results": 0,
-        "quarantine": 1, "sync_runs": 2}
+        "quarantine": 1, "idcs_extract_endpoints": 0, "idcs_user_ids": 0, "idcs_extracts": 0,
+        "sync_runs": 2}
     assert history.store.anchors() == {"u1": "alice.smith", "u2": "bob"}

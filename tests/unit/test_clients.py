@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import requests
 import requests_mock
 
 from identity_sync.bitbucket.client import BitbucketClient, BitbucketError
-from identity_sync.http import HttpSettings
-from identity_sync.idcs.client import IdcsClient, PartialExtractError
+from identity_sync.http import HttpSettings, make_plain_session, make_session
+from identity_sync.idcs.client import IdcsApiError, IdcsClient, PartialExtractError
 from identity_sync.idcs.extract import parse_user, primary_email
 
 IDCS = "https://idcs.example.com"
@@ -34,6 +35,15 @@ def test_token_request_shape_and_caching() -> None:
         assert token_calls[0].text == ("grant_type=client_credentials&scope="
                                        "urn%3Aopc%3Aidm%3A__myscopes__")
         assert m.request_history[-1].headers["Authorization"] == "Bearer t1"
+
+
+def test_token_is_renewed_before_it_expires() -> None:
+    with requests_mock.Mocker() as m:
+        client = idcs(m, ttl=0)  # expires at once: every request needs a fresh token
+        m.get(f"{IDCS}/admin/v1/Users", json={"totalResults": 0})
+        client.get("/admin/v1/Users")
+        client.get("/admin/v1/Users")
+        assert [r.path for r in m.request_history] == ["/oauth2/v1/token", "/admin/v1/users"] * 2
 
 
 def test_401_fetches_a_new_token_once() -> None:
@@ -90,6 +100,56 @@ def test_user_parsing_prefers_primary_email_and_skips_all_users_group() -> None:
     assert (user.email, user.active, user.federated, user.group_ids) == ("w@x.io", False, True,
                                                                           ("g1",))
     assert primary_email([{"value": "r@x.io", "type": "recovery"}]) is None
+
+
+def test_connection_errors_are_retried_with_recorded_backoff() -> None:
+    sleeps: list[float] = []
+    with requests_mock.Mocker() as m:
+        m.post(f"{IDCS}/oauth2/v1/token", json={"access_token": "t1", "expires_in": 3600})
+        m.get(f"{IDCS}/admin/v1/Users", [{"exc": requests.ConnectionError("reset by peer")},
+                                         {"exc": requests.ReadTimeout("read timed out")},
+                                         {"json": {"totalResults": 0}}])
+        client = IdcsClient(IDCS, "cid", "secret", sleep=sleeps.append,
+                            settings=HttpSettings(retries=3, backoff_factor=1.0))
+        assert client.get("/admin/v1/Users") == {"totalResults": 0}
+    assert len(sleeps) == 2 and 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0
+    assert client.metrics.snapshot()["retries"] == 2
+
+
+def test_retry_after_http_date_is_honoured_and_the_secret_never_shows() -> None:
+    sleeps: list[float] = []
+    with requests_mock.Mocker() as m:
+        m.post(f"{IDCS}/oauth2/v1/token", json={"access_token": "tok-XYZ", "expires_in": 3600})
+        m.get(f"{IDCS}/admin/v1/Users", status_code=429,
+              headers={"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT",
+                       "X-ORACLE-DMS-ECID": "e-1"}, json={"detail": "slow down"})
+        client = IdcsClient(IDCS, "cid", "s3cret", sleep=sleeps.append,
+                            settings=HttpSettings(retries=3, retry_max_wait=60))
+        with pytest.raises(IdcsApiError) as raised:
+            client.get("/admin/v1/Users")
+    message = str(raised.value)
+    assert sleeps == [] and "asked to wait" in message and "e-1" in message
+    assert "tok-XYZ" not in message and "s3cret" not in message and "s3cret" not in repr(client)
+
+
+def test_sessions_take_verify_and_connect_read_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = HttpSettings(timeout=12.0, connect_timeout=3.0)
+    plain = make_plain_session(settings, "/etc/ssl/ca.pem")
+    assert plain.verify == "/etc/ssl/ca.pem"
+    assert plain.get_adapter("https://x").default_timeout == (3.0, 12.0)
+    assert make_plain_session(None, False, (1.0, 2.0)).get_adapter("http://x").default_timeout \
+        == (1.0, 2.0)
+    assert make_session(settings).verify is True
+    sent: dict[str, object] = {}
+
+    def send(self: object, request: object, **kwargs: object) -> None:
+        sent.update(kwargs)
+        raise requests.ConnectionError("not sent")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+    with pytest.raises(requests.ConnectionError):  # no timeout given: the default applies
+        plain.get("https://x/ping")
+    assert sent["timeout"] == (3.0, 12.0) and sent["verify"] == "/etc/ssl/ca.pem"
 
 
 def bb_client() -> BitbucketClient:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -124,4 +126,53 @@ quarantine = Table(
     Column("expectation", String(250)),
     Column("value", Text),
     Index("ix_quarantine_record_id", "record_id"),
+)
+
+# -- IDCS extracts (revision 0003) ------------------------------------------------------------------
+# What each run's extract cost and saw: the totals, per-endpoint request counts, and the ids of the
+# users it listed (the baseline an incremental run diffs against to find deletions).
+idcs_extracts = Table(
+    "idcs_extracts", metadata,
+    Column("run_id", String(250), primary_key=True),
+    Column("mode", String(20), nullable=False),  # full | incremental | subset
+    Column("listing", Text, nullable=False),  # the base user listing: "all" or "filter:<filter>"
+    Column("scope", Text, nullable=False),
+    Column("app_id", String(100)),
+    Column("membership_strategy", String(20)),  # user_side | group_side
+    Column("since", String(40)),  # incremental: meta.lastModified watermark
+    Column("users_seen", Integer, nullable=False),
+    Column("users_in_scope", Integer, nullable=False),
+    Column("groups", Integer, nullable=False),
+    Column("memberships", Integer, nullable=False),
+    Column("deleted", Integer, nullable=False),  # users found gone since the baseline
+    Column("requests", Integer, nullable=False),
+    Column("pages", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("retries", Integer, nullable=False),
+    Column("throttled", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("waited_seconds", Float, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_idcs_extracts_created_at", "created_at"),
+)
+
+idcs_extract_endpoints = Table(
+    "idcs_extract_endpoints", metadata,
+    Column("run_id", String(250), primary_key=True),
+    Column("endpoint", String(200), primary_key=True),  # e.g. "GET /admin/v1/Groups/{id}"
+    Column("requests", Integer, nullable=False),
+    Column("pages", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("retries", Integer, nullable=False),
+    Column("throttled", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),
+)
+
+idcs_user_ids = Table(
+    "idcs_user_ids", metadata,
+    Column("run_id", String(250), primary_key=True),
+    Column("idcs_id", String(100), primary_key=True),
+    Column("state", String(10), nullable=False),  # present | deleted
 )

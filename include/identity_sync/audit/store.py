@@ -39,7 +39,8 @@ from .migrate import WRITE, upgrade
 ATTEMPT_RETRIES = 10  # concurrent writers of the same operation's attempt number: retry
 # Tables whose rows belong to one run (everything but the anchors), pruned with their run.
 RUN_TABLES = (t.operation_attempts, t.plan_operations, t.run_artifacts, t.dq_results,
-              t.quarantine)
+              t.quarantine, t.idcs_extract_endpoints, t.idcs_user_ids, t.idcs_extracts)
+METRIC_COLUMNS = ("requests", "pages", "bytes", "retries", "throttled", "errors", "seconds")
 
 
 def utcnow() -> datetime:
@@ -267,6 +268,81 @@ class AuditStore:
             rows = conn.execute(select(t.dq_results).where(t.dq_results.c.run_id == run_id)).all()
         return [dict(r._mapping) for r in rows]
 
+
+    # -- IDCS extracts ------------------------------------------------------------------------------
+    def record_extract(self, run_id: str, summary: dict[str, Any],
+                       endpoints: dict[str, dict[str, Any]]) -> None:
+        """One run's extract: totals (``summary`` holds every ``idcs_extracts`` column but the
+        run id and time) and per-endpoint metrics. A retried extract replaces both."""
+        row = {"run_id": run_id, "created_at": utcnow(),
+               **{c.name: summary.get(c.name) for c in t.idcs_extracts.columns
+                  if c.name not in ("run_id", "created_at")}}
+        with self._begin() as conn:
+            conn.execute(delete(t.idcs_extract_endpoints).where(
+                t.idcs_extract_endpoints.c.run_id == run_id))
+            conn.execute(delete(t.idcs_extracts).where(t.idcs_extracts.c.run_id == run_id))
+            conn.execute(t.idcs_extracts.insert().values(**row))
+            if endpoints:
+                conn.execute(t.idcs_extract_endpoints.insert(), [
+                    {"run_id": run_id, "endpoint": name,
+                     **{c: stats.get(c, 0) for c in METRIC_COLUMNS}}
+                    for name, stats in endpoints.items()])
+
+    def extract_record(self, run_id: str) -> dict[str, Any] | None:
+        """The run's extract totals with ``endpoints`` (per-endpoint metrics), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.idcs_extracts).where(
+                t.idcs_extracts.c.run_id == run_id)).first()
+            if row is None:
+                return None
+            e = t.idcs_extract_endpoints.c
+            rows = conn.execute(select(t.idcs_extract_endpoints).where(e.run_id == run_id)
+                                .order_by(e.endpoint)).all()
+        endpoints = {r.endpoint: {c: getattr(r, c) for c in METRIC_COLUMNS} for r in rows}
+        return {**dict(row._mapping), "endpoints": endpoints}
+
+    def extract_history(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest extracts' totals, newest first (how the cost of a run evolves)."""
+        c = t.idcs_extracts.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.idcs_extracts).order_by(c.created_at.desc())
+                                .limit(limit)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def record_user_ids(self, run_id: str, present: Iterable[str],
+                        deleted: Iterable[str] = ()) -> None:
+        """The IDCS user ids a run saw (``present``) and found gone (``deleted``); a retried
+        extract replaces its earlier rows."""
+        rows = {i: "present" for i in present}
+        rows.update({i: "deleted" for i in deleted})
+        with self._begin() as conn:
+            conn.execute(delete(t.idcs_user_ids).where(t.idcs_user_ids.c.run_id == run_id))
+            items = list(rows.items())
+            for start in range(0, len(items), 5000):
+                conn.execute(t.idcs_user_ids.insert(), [
+                    {"run_id": run_id, "idcs_id": i, "state": state}
+                    for i, state in items[start : start + 5000]])
+
+    def known_user_ids(self, listing: str, exclude_run: str | None = None
+                       ) -> tuple[str, set[str]] | None:
+        """The user ids IDCS should hold now as far as the audit store knows: those the last
+        full extract of ``listing`` saw, plus ids later runs saw, minus ids later runs found
+        gone. Returns (that full run's id, the ids), or None without a full extract."""
+        x, u = t.idcs_extracts.c, t.idcs_user_ids.c
+        with self.engine.connect() as conn:
+            base = conn.execute(select(x.run_id, x.created_at).where(
+                x.mode == "full", x.listing == listing, x.run_id != (exclude_run or ""))
+                .order_by(x.created_at.desc()).limit(1)).first()
+            if base is None:
+                return None
+            later = select(x.run_id).where(x.created_at > base.created_at, x.listing == listing,
+                                           x.run_id != (exclude_run or ""))
+            ids = set(conn.execute(select(u.idcs_id).where(u.run_id == base.run_id,
+                                                           u.state == "present")).scalars())
+            changes = conn.execute(select(u.idcs_id, u.state).where(u.run_id.in_(later))).all()
+        gone = {i for i, state in changes if state == "deleted"}
+        ids.update(i for i, state in changes if state == "present")
+        return base.run_id, ids - gone
 
     # -- retention ---------------------------------------------------------------------------------
     def prune(self, older_than_days: int = 365, *, now: datetime | None = None) -> dict[str, int]:

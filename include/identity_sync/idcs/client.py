@@ -1,37 +1,75 @@
-"""IDCS admin REST (SCIM) client: OAuth client-credentials token, paging, errors.
+"""IDCS admin REST (SCIM) client: OAuth client-credentials token, retries, paging, metrics.
 
 Quirks handled (see the reference): ``itemsPerPage`` echoes the requested size, so pages advance by
 ``len(Resources)``; ``Resources`` is absent on an empty page; tokens have no refresh token, so a
-new one is fetched before ``expires_in`` runs out or after a 401.
+new one is fetched shortly before ``expires_in`` runs out, or once after a 401 (revoked token).
+
+Retries are this client's own loop, not urllib3's, so that they can be counted, bounded and
+explained: 429, 502, 503, 504, timeouts and connection resets are retried with exponential
+backoff and jitter (``Retry-After`` honoured when present), a 500 only ``retries_500`` times, and
+the total sleep of one request never exceeds ``retry_max_wait``. Giving up raises
+:class:`IdcsApiError`, one line that carries the ``X-ORACLE-DMS-ECID`` Oracle support asks for.
+The access token and the client secret never reach a log line or an error message.
 
 A listing is all or nothing: a page that is not JSON (an HTML error page from a proxy, a cut-off
-body, a wrong content type), a ``totalResults`` that changes or is exceeded, or a page repeating
-records already seen raises :class:`PartialExtractError` with one readable line, never a parse
-traceback, so the run stops before anything is planned from partial data.
+body, a wrong content type), a ``totalResults`` that is exceeded, or a page repeating records
+already seen raises :class:`PartialExtractError` with one readable line, never a parse traceback,
+so the run stops before anything is planned from partial data. A ``totalResults`` that changes
+mid-listing (users created or deleted while we page) restarts the listing once, then fails.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
 
-from ..http import ApiError, HttpSettings, make_session
+from ..http import (
+    RETRY_STATUSES,
+    SERVER_ERROR,
+    ApiError,
+    HttpSettings,
+    backoff_delay,
+    make_plain_session,
+    parse_retry_after,
+)
+from .metrics import ExtractMetrics, endpoint_key
 
 log = logging.getLogger(__name__)
 
 SCOPE = "urn:opc:idm:__myscopes__"
-MAX_PAGE = 1000
+MAX_PAGE = 1000  # the largest ``count`` IDCS accepts
+MEMBER_PAGE = 10_000  # members per group request: IDCS refuses more than 10,000 in one answer
 TOKEN_MARGIN_SECONDS = 60
+TOKEN_PATH = "/oauth2/v1/token"
+ECID_HEADER = "X-ORACLE-DMS-ECID"
+# IDCS limits admin calls per second *and per minute* (150/min on a free domain), so a 429 may
+# need most of a minute: more retries and a longer cap than the Bitbucket defaults.
+IDCS_SETTINGS = HttpSettings(retries=8, backoff_factor=0.5, backoff_max=30.0, retries_500=2,
+                             retry_max_wait=300.0)
 
 
 class PartialExtractError(RuntimeError):
     """A listing ended before ``totalResults`` items were seen, or a page could not be trusted:
     never sync from partial data."""
+
+
+class ListingChangedError(PartialExtractError):
+    """``totalResults`` changed between pages: the tenant changed while we paged."""
+
+
+class IdcsApiError(ApiError):
+    """IDCS answered with an error (or not at all) and retrying did not help or cannot help."""
+
+    def __init__(self, status: int | None, message: str, method: str, path: str,
+                 ecid: str = "") -> None:
+        super().__init__("IDCS", status, message, method, path, ecid)
+        self.ecid = ecid
 
 
 JSON_TYPES = ("application/json", "application/scim+json")
@@ -65,56 +103,145 @@ def parse_json_page(resp: requests.Response, path: str) -> dict[str, Any]:
 
 
 class IdcsClient:
+    """One identity domain. Thread-safe; ``metrics`` counts what every request cost."""
+
     def __init__(self, base_url: str, client_id: str, client_secret: str, *, scope: str = SCOPE,
                  settings: HttpSettings | None = None, session: requests.Session | None = None,
-                 verify: bool | str = True) -> None:
+                 verify: bool | str = True, sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_id, self._secret, self.scope = client_id, client_secret, scope
-        self.settings = settings or HttpSettings()
-        self.session = session or make_session(self.settings, verify)
+        self.settings = settings or IDCS_SETTINGS
+        self.session = session or make_plain_session(self.settings, verify)
+        self.sleep, self.rng = sleep, rng or random.Random()
+        self.metrics = ExtractMetrics()
         self._token: str | None = None
         self._token_expiry = 0.0
         self._lock = threading.Lock()
-        self.requests_made = 0
 
-    def token(self, *, force: bool = False) -> str:
+    def __repr__(self) -> str:  # never the secret or the token
+        return f"IdcsClient({self.base_url!r}, client_id={self.client_id!r})"
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests sent so far (token requests and retries included)."""
+        return int(self.metrics.total("requests"))
+
+    def reset_metrics(self) -> None:
+        self.metrics = ExtractMetrics()
+
+    # -- token -------------------------------------------------------------------------------
+    def token(self, *, replacing: str | None = None) -> str:
+        """The cached access token, or a new one when it is about to expire or when the caller
+        saw ``replacing`` refused (another thread may already have replaced it)."""
         with self._lock:
-            if force or self._token is None or time.monotonic() >= self._token_expiry:
-                resp = self.session.post(
-                    f"{self.base_url}/oauth2/v1/token",
-                    data={"grant_type": "client_credentials", "scope": self.scope},
-                    auth=(self.client_id, self._secret),
-                    timeout=self.settings.timeout,
-                )
-                self.requests_made += 1
-                if resp.status_code != 200:
-                    raise ApiError("IDCS", resp.status_code, _oauth_error(resp), "POST",
-                                   "/oauth2/v1/token")
-                body = resp.json()
-                self._token = body["access_token"]
+            stale = replacing is not None and replacing == self._token
+            if stale or self._token is None or time.monotonic() >= self._token_expiry:
+                resp = self._send("POST", TOKEN_PATH, data={
+                    "grant_type": "client_credentials", "scope": self.scope}, bearer=False)
+                body = parse_json_page(resp, TOKEN_PATH)
+                token = body.get("access_token")
+                if not isinstance(token, str) or not token:
+                    raise IdcsApiError(resp.status_code, "token answer has no access_token",
+                                       "POST", TOKEN_PATH, resp.headers.get(ECID_HEADER, ""))
                 ttl = float(body.get("expires_in", 3600))
+                self._token = token
                 self._token_expiry = time.monotonic() + max(ttl - TOKEN_MARGIN_SECONDS, ttl / 2)
+                log.info("IDCS access token issued (expires in %.0fs)", ttl)
             return self._token
 
-    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        url = f"{self.base_url}{path}"
-        for attempt in (1, 2):
-            headers = {"Authorization": f"Bearer {self.token(force=attempt == 2)}",
-                       "Accept": "application/scim+json, application/json"}
-            try:
-                resp = self.session.get(url, params=params, headers=headers,
-                                        timeout=self.settings.timeout)
-            except requests.RequestException as exc:  # after the session's own retries
-                raise ApiError("IDCS", None, _one_line(exc), "GET", path) from exc
-            self.requests_made += 1
-            if resp.status_code == 401 and attempt == 1:
-                log.info("IDCS token refused; fetching a new one")
+    # -- one request, with retries -------------------------------------------------------------
+    def _send(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+              data: dict[str, str] | None = None, bearer: bool = True) -> requests.Response:
+        """Send until a success answer, retrying what may pass; raise IdcsApiError otherwise."""
+        s, url, endpoint = self.settings, f"{self.base_url}{path}", endpoint_key(method, path)
+        retries = server_errors = 0
+        waited, refreshed, began = 0.0, False, time.monotonic()
+        last_ecid = ""
+        while True:
+            headers = {"Accept": "application/scim+json, application/json"}
+            used = None
+            if bearer:
+                used = self.token()
+                headers["Authorization"] = f"Bearer {used}"
+            resp, failure = self._once(method, url, endpoint, params, data, headers, bearer)
+            status = resp.status_code if resp is not None else None
+            if resp is not None:
+                last_ecid = resp.headers.get(ECID_HEADER, "") or last_ecid
+            if status is not None and status < 400:
+                return resp
+            if status == 401 and bearer and not refreshed:
+                refreshed = True
+                log.info("IDCS refused the access token on %s %s (expired or revoked); "
+                         "requesting a new one", method, path)
+                self.token(replacing=used)
                 continue
-            if resp.status_code != 200:
-                raise ApiError("IDCS", resp.status_code, _scim_error(resp), "GET", path,
-                               resp.headers.get("X-ORACLE-DMS-ECID", ""))
-            return parse_json_page(resp, path)
-        raise AssertionError("unreachable")
+            transient = status is None or status in RETRY_STATUSES or status == SERVER_ERROR
+            reason = _failure_text(resp, failure, bearer)
+            if not transient:
+                raise IdcsApiError(status, f"{reason}{_ecid_text(last_ecid)}", method, path,
+                                   last_ecid)
+            delay, asked = self._delay(resp, retries + 1)
+            spent = retries >= s.retries or (status == SERVER_ERROR
+                                             and server_errors >= s.retries_500)
+            if spent or waited + delay > s.retry_max_wait:
+                why = ("retries exhausted" if spent else f"the server asked to wait "
+                       f"{asked:.0f}s more" if asked is not None else "the wait would exceed it")
+                raise IdcsApiError(status, (
+                    f"gave up after {retries + 1} attempts in {time.monotonic() - began:.1f}s "
+                    f"({why}; retry budget {s.retries} retries / {s.retry_max_wait:.0f}s): "
+                    f"{reason}{_ecid_text(last_ecid)}"), method, path, last_ecid)
+            retries += 1
+            server_errors += status == SERVER_ERROR
+            self.metrics.retry(endpoint, delay)
+            log.warning("IDCS %s %s: %s; retry %d of %d in %.1fs", method, path,
+                        status or type(failure).__name__, retries, s.retries, delay)
+            self.sleep(delay)
+            waited += delay
+
+    def _once(self, method: str, url: str, endpoint: str, params: dict[str, Any] | None,
+              data: dict[str, str] | None, headers: dict[str, str], bearer: bool
+              ) -> tuple[requests.Response | None, Exception | None]:
+        started = time.monotonic()
+        try:
+            resp = self.session.request(method, url, params=params, data=data, headers=headers,
+                                        auth=None if bearer else (self.client_id, self._secret),
+                                        timeout=self.settings.timeouts)
+            size = len(resp.content)  # reads the body: a reset mid-body fails here
+        except (requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            self.metrics.request(endpoint, status=None, size=0,
+                                 seconds=time.monotonic() - started)
+            return None, exc
+        except requests.RequestException as exc:  # a bad URL, a TLS setup error: not transient
+            raise IdcsApiError(None, _one_line(exc), method, url) from None
+        self.metrics.request(endpoint, status=resp.status_code, size=size,
+                             seconds=time.monotonic() - started)
+        return resp, None
+
+    def _delay(self, resp: requests.Response | None, attempt: int) -> tuple[float, float | None]:
+        """Seconds to wait before ``attempt`` and what ``Retry-After`` asked for (if it did):
+        at least ``Retry-After`` plus a little jitter, else exponential backoff with jitter."""
+        asked = parse_retry_after(resp.headers.get("Retry-After")) if resp is not None else None
+        if asked is not None:
+            return asked + self.rng.uniform(0, min(1.0, 0.1 * asked + 0.05)), asked
+        return backoff_delay(attempt, self.settings, self.rng), None
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return parse_json_page(self._send("GET", path, params=params), path)
+
+    def count(self, path: str, scim_filter: str | None = None) -> int:
+        """``totalResults`` alone (``count=0``): one cheap request."""
+        params: dict[str, Any] = {"count": 0}
+        if scim_filter:
+            params["filter"] = scim_filter
+        body = self.get(path, params)
+        total = body.get("totalResults")
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            raise PartialExtractError(f"IDCS {path} count has no usable totalResults "
+                                      f"({total!r}); refusing to sync from it")
+        return total
 
     def iter_resources(self, path: str, params: dict[str, Any] | None = None,
                        page_size: int = MAX_PAGE) -> Iterator[dict[str, Any]]:
@@ -123,9 +250,11 @@ class IdcsClient:
         start, seen, total = 1, 0, None
         ids: set[str] = set()
         where = f"IDCS {path} (filter {(params or {}).get('filter', 'none')!r})"
+        endpoint = endpoint_key("GET", path)
         while True:
             body = self.get(path, {**(params or {}), "startIndex": start, "count": page_size})
             total, resources = check_page(body, where, start, total, ids)
+            self.metrics.page(endpoint)
             yield from resources
             seen += len(resources)
             start += len(resources)
@@ -140,6 +269,44 @@ class IdcsClient:
                     f"{where} stopped at {seen} of {total} results; refusing to sync partial data"
                 )
 
+    def list_all(self, path: str, params: dict[str, Any] | None = None,
+                 page_size: int = MAX_PAGE, restarts: int = 1) -> list[dict[str, Any]]:
+        """The whole listing as a list. A total that changes mid-listing restarts it (up to
+        ``restarts`` times), since a tenant edited while we page gives no consistent view."""
+        for attempt in range(restarts + 1):
+            try:
+                return list(self.iter_resources(path, params, page_size))
+            except ListingChangedError as exc:
+                if attempt == restarts:
+                    raise
+                log.warning("%s; reading the listing again from the start", exc)
+        raise AssertionError("unreachable")
+
+    def iter_group_members(self, group_id: str, page_size: int = MEMBER_PAGE
+                           ) -> Iterator[dict[str, Any]]:
+        """A group's members, paged with ``members[startIndex=S&count=C]`` so that groups over
+        10,000 members (which IDCS refuses to return in one answer) read correctly. A page
+        shorter than asked is the last one."""
+        start = 1
+        path = f"/admin/v1/Groups/{group_id}"
+        seen: set[str] = set()
+        while True:
+            body = self.get(path, {"attributes": f"members[startIndex={start}&count={page_size}]"})
+            members = body.get("members") or []
+            if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+                raise PartialExtractError(f"IDCS group {group_id} members at startIndex {start} "
+                                          "are not a list of objects; refusing to sync from it")
+            values = [m.get("value") for m in members]
+            if seen.intersection(v for v in values if isinstance(v, str)):
+                raise PartialExtractError(f"IDCS group {group_id} member page at startIndex "
+                                          f"{start} repeats earlier members; paging is broken")
+            seen.update(v for v in values if isinstance(v, str))
+            self.metrics.page(endpoint_key("GET", path))
+            yield from members
+            if len(members) < page_size:
+                return
+            start += len(members)
+
 
 def check_page(body: dict[str, Any], where: str, start: int, total: int | None,
                ids: set[str]) -> tuple[int, list[dict[str, Any]]]:
@@ -150,7 +317,7 @@ def check_page(body: dict[str, Any], where: str, start: int, total: int | None,
         raise PartialExtractError(f"{where} page at startIndex {start} has no usable "
                                   f"totalResults ({raw_total!r}); refusing to sync from it")
     if total is not None and raw_total != total:
-        raise PartialExtractError(
+        raise ListingChangedError(
             f"{where} totalResults changed from {total} to {raw_total} at startIndex {start}: "
             "the listing is inconsistent (changing underneath, or lying); run again")
     if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
@@ -166,16 +333,31 @@ def check_page(body: dict[str, Any], where: str, start: int, total: int | None,
     return raw_total, resources
 
 
-def _one_line(exc: Exception) -> str:
+def _one_line(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _ecid_text(ecid: str) -> str:
+    return f" [{ECID_HEADER}: {ecid or 'none received'}]"
+
+
+def _failure_text(resp: requests.Response | None, failure: Exception | None,
+                  bearer: bool) -> str:
+    """What went wrong, on one line, without credentials."""
+    if resp is None:
+        return f"no answer ({_one_line(failure) if failure else 'unknown failure'})"
+    detail = _scim_error(resp) if bearer else _oauth_error(resp)
+    return f"HTTP {resp.status_code}: {' '.join(detail.split())}"
 
 
 def _scim_error(resp: requests.Response) -> str:
     try:
         body = resp.json()
     except ValueError:
-        return resp.text[:200] or resp.reason
+        return _snippet(resp.text) or resp.reason or ""
+    if not isinstance(body, dict):
+        return _snippet(resp.text)
     return str(body.get("detail") or body.get("error_description") or body)[:300]
 
 
@@ -183,5 +365,9 @@ def _oauth_error(resp: requests.Response) -> str:
     try:
         body = resp.json()
     except ValueError:
-        return resp.text[:200] or resp.reason
-    return f"{body.get('error', 'error')}: {body.get('error_description', '')}".strip()
+        return _snippet(resp.text) or resp.reason or ""
+    if not isinstance(body, dict):
+        return _snippet(resp.text)
+    if "error" not in body:  # a SCIM error (a 429 or 503 of the gateway), not an OAuth one
+        return _scim_error(resp)
+    return f"{body['error']}: {body.get('error_description', '')}".strip()
