@@ -8,6 +8,7 @@ lets the same code run in a test, the demo, a benchmark or a Celery worker.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,11 +17,12 @@ from .audit.store import AuditStore, utcnow
 from .bitbucket.client import BitbucketClient
 from .bitbucket.state import read_state
 from .idcs.client import IdcsClient
-from .idcs.extract import extract_snapshot
-from .loading.apply import BatchResult, apply_batch
+from .idcs.extract import extract_full
+from .loading.apply import BatchResult, apply_batch, close_unfinished, undone_operations
+from .loading.breaker import BreakerSettings
 from .mapping.rules import SyncRules
-from .mapping.transform import build_desired_state
-from .model import BitbucketState, DesiredState, IdcsSnapshot, key
+from .mapping.transform import build_desired_state, map_group_names
+from .model import BitbucketState, DesiredState, IdcsGroup, IdcsSnapshot, key
 from .planning.operations import (
     PHASE_ORDER,
     Operation,
@@ -43,6 +45,8 @@ SNAPSHOT, DESIRED, CURRENT = "idcs_snapshot", "desired_state", "bitbucket_state"
 SUBSET = "subset"
 DESIRED_UNCHECKED, QUALITY_CHECKED = "desired_state_unchecked", "quality_checked"
 WATERMARK_OVERLAP = timedelta(minutes=5)
+UNDONE = re.compile(r"\d+ operations not done")  # finish's own failure message
+FIRST_FAILURE = re.compile(r" \(first failure: (.*)\)$", re.DOTALL)
 PLAN_PREVIEW = 10  # operations shown in the task log; the full plan is in the audit store
 
 
@@ -93,33 +97,84 @@ def _aware(value: datetime) -> datetime:
 def extract(store: AuditStore, run_id: str, client: IdcsClient, rules: SyncRules,
             app_id: str | None, subset: Subset | None = None,
             since: str | None = None) -> dict[str, int]:
-    """Extract the whole scope, a subset, or (with ``since``) the users changed since then."""
+    """Extract the whole scope, a subset, or (with ``since``) the users changed since then;
+    store the snapshot, the user ids seen and what the extract cost."""
+    client.reset_metrics()
+    scope, extra = rules.scope, rules.extra_user_attributes()
+    listing = listing_key(rules)
     if since is not None:
-        subset, part = extract_changed(client, since, store.anchors(), mode=rules.scope.mode,
-                                       app_id=app_id, scim_filter=rules.scope.filter,
-                                       extra_attributes=rules.extra_user_attributes())
+        known = store.known_user_ids(listing, exclude_run=run_id)
+        changes = extract_changed(client, since, store.anchors(), mode=scope.mode,
+                                  app_id=app_id, scim_filter=scope.filter,
+                                  extra_attributes=extra, known_ids=known[1] if known else None)
+        subset, part = changes.subset, changes.extract
         store.update_run(run_id, mode="incremental")
+        store.record_user_ids(run_id, changes.changed_ids, changes.deleted_ids)
+        record = {"mode": "incremental", "since": since, "app_id": changes.app_id,
+                  "deleted": len(changes.deleted_ids), "users_seen": changes.users_total}
     elif subset:
-        part = extract_subset(client, subset, mode=rules.scope.mode, app_id=app_id,
-                              scim_filter=rules.scope.filter,
-                              extra_attributes=rules.extra_user_attributes())
+        part = extract_subset(client, subset, mode=scope.mode, app_id=app_id,
+                              scim_filter=scope.filter, extra_attributes=extra)
+        store.record_user_ids(run_id, [u.id for u in part.snapshot.users if u.id])
+        record = {"mode": "subset", "users_seen": len(part.snapshot.users)}
     if since is not None or subset:
+        assert subset is not None
         store.put_artifact(run_id, SUBSET, {**subset.to_dict(),
                                             "missing_users": part.missing_users}, 1)
         store.put_artifact(run_id, SNAPSHOT, part.snapshot.to_dict(), len(part.snapshot.users))
+        metrics = _record_extract(store, run_id, client, part.snapshot, listing=listing,
+                                  membership_strategy="user_side", **record)
         counts = {"users": len(part.snapshot.users), "groups": len(part.snapshot.groups),
-                  "missing_users": len(part.missing_users), "requests": client.requests_made}
+                  "missing_users": len(part.missing_users), **metrics}
         merge_counts(store, run_id, extract=counts)
         return counts
-    snapshot = extract_snapshot(client, mode=rules.scope.mode, app_id=app_id,
-                                include_inactive=rules.scope.include_inactive,
-                                scim_filter=rules.scope.filter,
-                                extra_attributes=rules.extra_user_attributes())
+    result = extract_full(client, mode=scope.mode, app_id=app_id,
+                          include_inactive=scope.include_inactive, scim_filter=scope.filter,
+                          extra_attributes=extra, membership=scope.memberships,
+                          wanted_groups=lambda groups: groups_rules_read(groups, rules))
+    snapshot = result.snapshot
+    known = store.known_user_ids(listing, exclude_run=run_id)
+    deleted = sorted(known[1] - set(result.user_ids)) if known else []
     store.put_artifact(run_id, SNAPSHOT, snapshot.to_dict(), len(snapshot.users))
+    store.record_user_ids(run_id, result.user_ids)
+    metrics = _record_extract(store, run_id, client, snapshot, mode="full", listing=listing,
+                              app_id=result.app_id, deleted=len(deleted),
+                              users_seen=snapshot.total_users_seen,
+                              membership_strategy=result.memberships.strategy)
     counts = {"users": len(snapshot.users), "groups": len(snapshot.groups),
-              "users_seen": snapshot.total_users_seen, "requests": client.requests_made}
+              "users_seen": snapshot.total_users_seen, **metrics}
     merge_counts(store, run_id, extract=counts)
     return counts
+
+
+def listing_key(rules: SyncRules) -> str:
+    """The base user listing a scope reads: deletion baselines are only comparable within one."""
+    return f"filter:{rules.scope.filter}" if rules.scope.mode == "filter" else "all"
+
+
+def groups_rules_read(groups: list[IdcsGroup], rules: SyncRules) -> list[str]:
+    """Ids of the IDCS groups whose members the rules use: mapped groups and the groups named
+    in the scope's ``member_of`` conditions (what per-group member reads must cover)."""
+    named = {n.casefold() for flt in (rules.scope.include, rules.scope.exclude)
+             for n in flt.member_of}
+    mapped = map_group_names(groups, rules)
+    return [g.id for g in groups if g.id in mapped or g.display_name.casefold() in named]
+
+
+def _record_extract(store: AuditStore, run_id: str, client: IdcsClient, snapshot: IdcsSnapshot,
+                    **fields: Any) -> dict[str, Any]:
+    """Store the extract's totals and per-endpoint metrics; return the totals for the run's
+    counts (and the task log)."""
+    metrics = client.metrics.snapshot()
+    summary = {"scope": snapshot.scope, "users_in_scope": len(snapshot.users),
+               "groups": len(snapshot.groups), "deleted": 0,
+               "memberships": sum(len(u.group_ids) for u in snapshot.users),
+               **{k: metrics[k] for k in ("requests", "pages", "bytes", "retries", "throttled",
+                                          "errors", "seconds", "waited_seconds")}, **fields}
+    store.record_extract(run_id, summary, metrics["endpoints"])
+    log.info("IDCS extract cost: %s", client.metrics.describe())
+    return {k: metrics[k] for k in ("requests", "pages", "bytes", "retries", "throttled",
+                                    "seconds")}
 
 
 def merge_counts(store: AuditStore, run_id: str, **sections: Any) -> None:
@@ -369,19 +424,25 @@ def superseded_users(store: AuditStore, run_id: str) -> set[str]:
 
 
 def apply(store: AuditStore, client: BitbucketClient, batch: dict[str, Any], *,
-          dag_ids: tuple[str, ...], notify: bool = False) -> BatchResult:
+          dag_ids: tuple[str, ...], notify: bool = False,
+          breaker: BreakerSettings | None = None) -> BatchResult:
     run_id = batch["run_id"]
     store.update_run(run_id, status="applying")
     newer = store.newer_planned_run(run_id, dag_ids)
     return apply_batch(store, client, run_id, batch["phase"], batch["batch"], notify=notify,
-                       superseded_by=newer, superseded_users=superseded_users(store, run_id))
+                       superseded_by=newer, superseded_users=superseded_users(store, run_id),
+                       breaker=breaker)
 
 
 def finish(store: AuditStore, run_id: str) -> dict[str, Any]:
     """Close the run: final status and counts from the operations' own statuses."""
     run = store.get_run(run_id) or {}
+    if run.get("status") in ("planned", "applying"):
+        close_unfinished(store, run_id)  # every operation ends the run with a final status
     by_kind = store.operation_status_counts(run_id)
-    failed = sum(s.get("failed", 0) + s.get("planned", 0) for s in by_kind.values())
+    # Not done: failed, never attempted, or left in flight ("started") by a killed worker.
+    failed = sum(n for s in by_kind.values() for status, n in s.items()
+                 if status not in ("done", "skipped", "superseded"))
     superseded = sum(s.get("superseded", 0) for s in by_kind.values())
     status = run.get("status", "running")
     message = run.get("message")
@@ -391,6 +452,13 @@ def finish(store: AuditStore, run_id: str) -> dict[str, Any]:
                              "nothing was written to Bitbucket (see that task's log)"
     elif status in ("planned", "applying"):
         status = "failed" if failed else ("superseded" if superseded else "succeeded")
+        if status == "failed":  # name what is undone; keep the first task failure's reason
+            first = message if message and not UNDONE.match(message) else (
+                found.group(1) if message and (found := FIRST_FAILURE.search(message)) else None)
+            message = f"{undone_operations(store, run_id)}; clear the failed tasks to retry " \
+                      f"them{f' (first failure: {first})' if first else ''}"
+        elif status == "succeeded":
+            message = None  # a cleared, completed run no longer carries its failure
     counts = {**(run.get("counts") or {}), "operations": by_kind,
               "quarantined": len(store.quarantined(run_id))}
     if status == "failed" and not message:

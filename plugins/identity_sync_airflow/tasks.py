@@ -35,6 +35,7 @@ APPLY_RETRY_POLICY = ExceptionRetryPolicy(rules=[
 READ_RETRY_POLICY = ExceptionRetryPolicy(rules=[
     RetryRule(exception=["identity_sync.mapping.rules.RulesError",
                          "identity_sync.idcs.client.PartialExtractError",
+                         "identity_sync.idcs.extract.ScopeError",
                          "identity_sync.quality.gate.CriticalDataQualityError",
                          "identity_sync.pipeline.SafetyGateError"],
               action=RetryAction.FAIL, reason="needs a human: see the task log"),
@@ -56,8 +57,9 @@ def on_failure(context: dict[str, Any]) -> None:
     error = context.get("exception")
     reason = str(error).splitlines()[0] if error else "unknown error"
     task_id, run_id = getattr(ti, "task_id", "?"), context.get("run_id")
-    log.error("identity sync %s.%s failed (run %s): %s", getattr(ti, "dag_id", "?"), task_id,
-              run_id, reason)
+    streak = failed_streak(getattr(ti, "dag_id", "?"), run_id)
+    log.error("identity sync %s.%s failed (run %s%s): %s", getattr(ti, "dag_id", "?"), task_id,
+              run_id, f"; {streak} failed runs in a row" if streak > 1 else "", reason)
     try:
         store = _store()
         run = store.get_run(run_id) if run_id else None
@@ -65,6 +67,24 @@ def on_failure(context: dict[str, Any]) -> None:
             store.update_run(run_id, message=f"{task_id} failed: {reason}")
     except Exception:  # a callback must never hide the task's own failure
         log.exception("could not record the failure in the audit store")
+
+
+def failed_streak(dag_id: str, run_id: str | None) -> int:
+    """Failed runs in a row, this one included, also kept as ``failed_streak`` in the run's
+    counts (``sync_runs.counts``) so an alert can query it; 0 when the store is unreachable."""
+    from identity_sync import pipeline
+    from identity_sync.loading.breaker import failed_run_streak
+
+    try:
+        store = _store()
+        earlier = [r for r in store.runs(limit=100) if r["run_id"] != run_id]
+        streak = failed_run_streak(earlier, dag_id) + 1
+        if run_id and store.get_run(run_id):
+            pipeline.merge_counts(store, run_id, failed_streak=streak)
+        return streak
+    except Exception:  # a callback must never hide the task's own failure
+        log.exception("could not count the failed runs in the audit store")
+        return 0
 
 
 # -- stage calls shared by the DAGs -----------------------------------------------------------------
@@ -160,11 +180,15 @@ def apply_batches(batches: list[dict] | dict[str, list[dict]], *, dag_ids: tuple
 
     if isinstance(batches, dict):
         batches = [b for phase in PHASE_ORDER for b in batches.get(str(phase), [])]
+    from identity_sync.loading.breaker import breaker_settings
+
     store, client = _store(), BitbucketHook().get_conn()
-    notify = current_rules()[0].users.initial_password == "notify"
+    rules = current_rules()[0]
+    notify = rules.users.initial_password == "notify"
     totals = {"done": 0, "already_done": 0, "superseded": 0}
     for batch in batches:
-        result = pipeline.apply(store, client, batch, dag_ids=dag_ids, notify=notify)
+        result = pipeline.apply(store, client, batch, dag_ids=dag_ids, notify=notify,
+                                breaker=breaker_settings(rules))
         result.raise_for_failures(batch["label"])
         totals["done"] += result.done
         totals["already_done"] += result.already_done
@@ -178,7 +202,9 @@ def finish_run(sync_run: str) -> dict:
     summary = pipeline.finish(_store(), sync_run)
     log.info("%s", pipeline.format_summary(summary))
     if summary["status"] in ("failed", "blocked"):
-        raise AirflowFailException(f"sync {summary['status']}: {summary['message']}")
+        streak = failed_streak(get_current_context()["dag"].dag_id, sync_run)
+        again = f" ({streak} failed runs in a row)" if streak > 1 else ""
+        raise AirflowFailException(f"sync {summary['status']}{again}: {summary['message']}")
     return summary
 
 

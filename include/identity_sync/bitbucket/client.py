@@ -9,7 +9,9 @@ a read-back so a create that timed out is looked up before it is sent again.
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -95,6 +97,12 @@ class BitbucketClient:
             raise _error(sent.response, method, path)
         return sent.response
 
+    def request_json(self, method: str, path: str, *, params: Any = None,
+                     json: Any = None) -> Any:
+        """The answer's JSON body, or a :class:`BitbucketError` that says what came instead (an
+        HTML login or proxy page, another content type, broken or absurdly nested JSON)."""
+        return parse_json(self.request(method, path, params=params, json=json), method, path)
+
     def preflight(self) -> Any:
         """Read the rate-limit settings and the service account; pace to match; warn when the
         account is not allow-listed. Runs once per client (see :mod:`.preflight`)."""
@@ -108,8 +116,11 @@ class BitbucketClient:
                    limit: int = MAX_LIMIT) -> Iterator[dict[str, Any]]:
         start = 0
         while True:
-            page = self.request("GET", path, params={**(params or {}), "start": start,
-                                                     "limit": limit}).json()
+            page = self.request_json("GET", path, params={**(params or {}), "start": start,
+                                                          "limit": limit})
+            if not isinstance(page, dict) or not isinstance(page.get("values", []), list):
+                raise BitbucketError(200, f"{path} answered something that is not a page of "
+                                     "values", None, "GET", path, False)
             yield from page.get("values", [])
             if page.get("isLastPage", True):
                 return
@@ -151,7 +162,7 @@ class BitbucketClient:
         return self.iter_pages("/users", {"permission": "LICENSED_USER"})
 
     def rate_limit_settings(self) -> dict[str, Any]:
-        return self.request("GET", "/admin/rate-limit/settings").json()
+        return self.request_json("GET", "/admin/rate-limit/settings")
 
     def user_rate_limits(self, name: str) -> dict[str, Any] | None:
         """The user's own rate-limit entry (allow-listed or custom), None if they have none."""
@@ -162,8 +173,8 @@ class BitbucketClient:
 
     def allow_list(self, slug: str) -> dict[str, Any]:
         """Exempt a user from rate limiting (what an administrator does once for the sync)."""
-        return self.request("PUT", f"/admin/rate-limit/settings/users/{slug}",
-                            json={"whitelisted": True}).json()
+        return self.request_json("PUT", f"/admin/rate-limit/settings/users/{slug}",
+                                 json={"whitelisted": True})
 
     # -- writes --------------------------------------------------------------------------------
     def create_user(self, name: str, display_name: str, email: str, *,
@@ -182,7 +193,7 @@ class BitbucketClient:
 
     def update_user(self, name: str, display_name: str, email: str) -> dict[str, Any]:
         body = {"name": name, "displayName": display_name, "email": email}
-        return self.request("PUT", "/admin/users", json=body).json()
+        return self.request_json("PUT", "/admin/users", json=body)
 
     def rename_user(self, name: str, new_name: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -194,7 +205,7 @@ class BitbucketClient:
 
         resp = self._send("POST", "/admin/users/rename", json={"name": name, "newName": new_name},
                           read_back=landed)
-        return found if resp is None else resp.json()
+        return found if resp is None else parse_json(resp, "POST", "/admin/users/rename")
 
     def delete_user(self, name: str) -> None:
         self.request("DELETE", "/admin/users", params={"name": name})
@@ -222,19 +233,72 @@ class BitbucketClient:
         self.request("POST", "/admin/users/remove-group", json={"context": user, "itemName": group})
 
 
+MAX_JSON_DEPTH = 64  # Bitbucket's answers nest a handful of levels; more is not Bitbucket
+
+
+def parse_json(resp: requests.Response, method: str, path: str) -> Any:
+    """Decode a JSON answer, refusing what is not one with a sentence a person can act on."""
+    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype and "json" not in ctype:  # none at all: try it (some test doubles send none)
+        what = _html_title(resp.text) if "html" in ctype else ""
+        raise BitbucketError(resp.status_code, f"answered with content type {ctype!r}"
+                             f"{what}, not JSON: a proxy, login page or wrong base URL?", None,
+                             method, path, False)
+    try:
+        body = jsonlib.loads(resp.content)
+    except (ValueError, RecursionError) as exc:
+        raise BitbucketError(resp.status_code, f"answer is not valid JSON ({_clip(str(exc), 80)})",
+                             None, method, path, False) from None
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise BitbucketError(resp.status_code, f"answer nests deeper than {MAX_JSON_DEPTH} "
+                             "levels: not a Bitbucket answer", None, method, path, False)
+    return body
+
+
+def _depth(value: Any, limit: int = MAX_JSON_DEPTH + 1) -> int:
+    """Nesting depth, counted iteratively and only up to ``limit`` (cheap on hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list) and depth > deepest:
+            deepest = depth
+            if deepest >= limit:
+                return deepest
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) \
+            else ()
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
+    return deepest
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """One line, printable, bounded: what an error message may carry from a server's body."""
+    flat = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _html_title(text: str) -> str:
+    found = re.search(r"<title[^>]*>(.*?)</title>", text[:65536], re.IGNORECASE | re.DOTALL)
+    return f" (an HTML page titled {_clip(found.group(1), 80)!r})" if found else " (an HTML page)"
+
+
 def _error(resp: requests.Response, method: str, path: str) -> BitbucketError:
     try:
-        body = resp.json()
-    except ValueError:
+        body = parse_json(resp, method, path)
+    except BitbucketError:
         body = None
     errors = body.get("errors") if isinstance(body, dict) else None
-    if errors:
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         first = errors[0]
-        message = "; ".join(str(e.get("message", "")) for e in errors)
-        return BitbucketError(resp.status_code, message, first.get("exceptionName"), method, path,
-                              True)
+        message = _clip("; ".join(str(e.get("message", "")) for e in errors
+                                  if isinstance(e, dict)), 500)
+        name = first.get("exceptionName")
+        return BitbucketError(resp.status_code, message, name if isinstance(name, str) else None,
+                              method, path, True)
     text = (body or {}).get("message") if isinstance(body, dict) else None
-    message = text or resp.text[:200] or resp.reason
+    ctype = resp.headers.get("Content-Type", "").lower()
+    raw = _html_title(resp.text).strip(" ()") if "html" in ctype else resp.text
+    message = _clip(str(text or raw or resp.reason or ""))
     if resp.status_code == 404:
         message = f"{message} (no such REST route: check the base URL and Bitbucket version)"
     return BitbucketError(resp.status_code, message, None, method, path, False)

@@ -10,6 +10,10 @@ landed, retry a 500 as often as a 503, and back off per connection instead of pe
 - any other 4xx is final; the caller turns it into a readable :class:`BitbucketError`;
 - before resending a request that may have been carried out (timeout, reset, 500/502/504), the
   ``read_back`` callback asks Bitbucket whether it was; if so, the request is not sent again.
+
+Every request has a connect and a read timeout, and its body is read under two more bounds
+(:class:`BodyLimits`): a size cap, so a runaway answer cannot exhaust memory, and a deadline for
+the whole body, since a server dripping one byte at a time never trips a read timeout.
 """
 
 from __future__ import annotations
@@ -43,6 +47,20 @@ AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
 BITBUCKET_CAPACITY, BITBUCKET_FILL_RATE = 60.0, 5.0
 
 
+@dataclass(frozen=True)
+class BodyLimits:
+    max_bytes: int = 32 * 1024 * 1024  # no admin answer comes near this (1000 users ~ 0.5 MB)
+    deadline: float = 120.0  # seconds for the whole body, however steadily it trickles in
+
+
+class HostileResponse(requests.RequestException):
+    """An answer refused while reading it: too large (final) or too slow (retried)."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
 @dataclass
 class Sent:
     """The final answer (None when ``read_back`` found the work done) or the network failure."""
@@ -57,8 +75,9 @@ class Transport:
 
     def __init__(self, session: requests.Session, settings: HttpSettings, *,
                  sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, limits: BodyLimits | None = None) -> None:
         self.session, self.settings, self.sleep = session, settings, sleep
+        self.limits = limits or BodyLimits()
         self.rng = rng or random.Random()
         self.gate = threading.BoundedSemaphore(max(1, settings.max_concurrency))
         self.stats: Counter[str] = Counter()
@@ -95,7 +114,8 @@ class Transport:
                 return sent
             if status == 429:
                 self._count("throttled")
-            retryable = status is None or status in RETRY_STATUSES or (
+            retryable = (status is None and getattr(sent.failure, "retryable", True)) or (
+                status in RETRY_STATUSES) or (
                 status == SERVER_ERROR and server_errors < s.retries_500)
             delay = self._delay(sent, status, retries + 1)
             if not retryable or retries >= s.retries or waited + delay > s.retry_max_wait:
@@ -120,11 +140,50 @@ class Transport:
         self._count("attempts")
         with self.gate:
             try:
-                return Sent(self.session.request(method, url, params=params, json=json,
-                                                 timeout=self.settings.timeout))
+                resp = self.session.request(method, url, params=params, json=json,
+                                            timeout=self.settings.timeouts, stream=True)
+                self._read_body(resp)
+                return Sent(resp)
+            except HostileResponse as exc:
+                self._count("hostile_answers")
+                log.warning("Bitbucket %s %s: %s", method, url, exc)
+                return Sent(None, exc)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self._count("network_errors")
                 return Sent(None, exc)
+
+    def _read_body(self, resp: requests.Response) -> None:
+        """Read the body into ``resp`` (as requests would), within :class:`BodyLimits`."""
+        limits, started = self.limits, time.monotonic()
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limits.max_bytes:
+            resp.close()
+            raise HostileResponse(f"answer of {int(declared)} bytes refused (limit "
+                                  f"{limits.max_bytes})", retryable=False)
+        chunks, size = [], 0
+        try:
+            while True:
+                chunk = resp.raw.read1(65536, decode_content=True)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise HostileResponse(f"answer larger than {limits.max_bytes} bytes refused",
+                                          retryable=False)
+                if time.monotonic() - started > limits.deadline:
+                    raise HostileResponse(f"answer still arriving after {limits.deadline:g}s "
+                                          f"({size} bytes): given up", retryable=True)
+        except HostileResponse:
+            resp.close()
+            raise
+        except (OSError, ValueError) as exc:  # urllib3's read errors, as requests maps them
+            resp.close()
+            raise requests.ConnectionError(exc) from exc
+        resp.raw.release_conn()  # read to the end: the connection can serve the next request
+        # What requests' own ``Response.content`` does once it has read the body.
+        resp._content = b"".join(chunks)
+        resp._content_consumed = True
 
     def _delay(self, sent: Sent, status: int | None, attempt: int) -> float:
         header = sent.response.headers.get("Retry-After") if sent.response is not None else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from .bitbucket_state import (
     invalid,
 )
 from .common import (
+    CONTROL_PREFIX,
     CallCounter,
     CountCallsMiddleware,
     Persistence,
@@ -441,9 +443,15 @@ def _endpoint(state: BitbucketState, handlers: dict[str, tuple[int, Handler]]) -
                 request.app.state.rate_limiter.check(caller)
                 if state.rank(caller) < min_rank:
                     raise not_permitted()
-                return handler(Call(request, state, caller, body))
+                response = handler(Call(request, state, caller, body))
         except BitbucketError as err:
-            return _error(err)
+            response = _error(err)
+        if method != "GET" and response.status_code != 429:  # throttled: never reached the API
+            writes = getattr(request.app.state, "write_log", None)
+            if writes is not None:
+                writes.add(method, request.url.path, dict(request.query_params), body,
+                           response.status_code)
+        return response
 
     return endpoint
 
@@ -459,6 +467,61 @@ def api_routes(state: BitbucketState) -> list[BaseRoute]:
         for prefix in API_PREFIXES
         for path, handlers in by_path.items()
     ]
+
+
+class WriteLog:
+    """Every change request the API handled, with its answer: what "no duplicate writes" is
+    checked against (a create answered 204 twice for one name would be a duplicate). Requests
+    refused by injected faults never reach the API and are not here; a "timeout" fault lets
+    the change land and holds the answer, so it is here."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: list[dict[str, Any]] = []
+
+    def add(self, method: str, path: str, query: dict[str, str], body: bytes,
+            status: int) -> None:
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            data = None
+        query = {k: v for k, v in query.items() if k != "password"}  # never keep a secret
+        with self.lock:
+            self.entries.append({"method": method, "path": path, "query": query,
+                                 "body": data, "status": status})
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+def write_log_routes(log: WriteLog, state: BitbucketState) -> list[BaseRoute]:
+    """``GET/DELETE /_emulator/writes`` and ``GET/PUT /_emulator/licence`` (seat limit)."""
+
+    async def get_writes(_: Request) -> Response:
+        with log.lock:
+            return _json(list(log.entries))
+
+    async def clear_writes(_: Request) -> Response:
+        log.clear()
+        return Response(status_code=204)
+
+    async def get_licence(_: Request) -> Response:
+        with state.lock:
+            return _json({"limit": state.license_limit, "licensed": len(state.licensed_ids())})
+
+    async def put_licence(request: Request) -> Response:
+        limit = (await request.json()).get("limit")
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            return _json({"error": "limit must be a non-negative integer or null"}, 400)
+        with state.lock:
+            state.license_limit = limit
+        return await get_licence(request)
+
+    return [Route(f"{CONTROL_PREFIX}/writes", get_writes, methods=["GET"]),
+            Route(f"{CONTROL_PREFIX}/writes", clear_writes, methods=["DELETE"]),
+            Route(f"{CONTROL_PREFIX}/licence", get_licence, methods=["GET"]),
+            Route(f"{CONTROL_PREFIX}/licence", put_licence, methods=["PUT"])]
 
 
 async def _container_error(_: Request, exc: Exception) -> Response:
@@ -480,18 +543,19 @@ def create_bitbucket_app(*, state_file: Path | None = None) -> Starlette:
     from .bitbucket_more import access_token_routes, rate_limit_control_routes
 
     state, calls = BitbucketState(), CallCounter()
-    limiter, faults = RateLimiter(), FaultInjector()
+    limiter, faults, writes = RateLimiter(), FaultInjector(), WriteLog()
     persistence = Persistence(state_file)
 
     def reset_extras() -> None:
         limiter.reset()
         faults.reset()
+        writes.clear()
 
     app = Starlette(
         routes=[*api_routes(state),
                 *control_routes(state, calls, persistence, on_reset=reset_extras),
                 *fault_routes(faults), *rate_limit_control_routes(state, limiter),
-                *access_token_routes(state)],
+                *access_token_routes(state), *write_log_routes(writes, state)],
         exception_handlers={404: _container_error, 405: _container_error},
     )
     app.add_middleware(CountCallsMiddleware, calls=calls)
@@ -500,5 +564,6 @@ def create_bitbucket_app(*, state_file: Path | None = None) -> Starlette:
     app.state.calls = calls
     app.state.rate_limiter = limiter
     app.state.faults = faults
+    app.state.write_log = writes
     attach_persistence(app, state, persistence)
     return app

@@ -10,6 +10,11 @@ account or on users of a read-only directory are refused and recorded as ``skipp
 limit 403 on a create or an addition stops every further create and addition of the run (other
 batches see it in the audit store), with the number of seats missing, while everything already
 done stays done.
+
+Crash recovery: an operation is marked ``started`` just before it is sent. A worker killed
+mid-batch leaves that mark; the next run of the batch records an ``interrupted`` attempt for it
+(the audit trail says what happened) and sends it again, where 409 / 404 / read-back make the
+repeat harmless. A :class:`~.breaker.CircuitBreaker` stops the batch when Bitbucket keeps failing.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from ..bitbucket.client import BitbucketClient, BitbucketError
 from ..bitbucket.licence import seats_missing
 from ..http import ApiError
 from ..model import key
-from ..planning.operations import Operation, OpKind, operation_users
+from ..planning.operations import MARKER_KINDS, Operation, OpKind, operation_users
+from .breaker import BREAKER_OPEN, BreakerSettings, CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +65,14 @@ class BatchResult:
     transient: bool = False
     refused: list[str] = field(default_factory=list)  # service account / read-only users
     licence_stop: str | None = None  # why creates and additions stopped, with seats missing
+    breaker: str | None = None  # why the circuit breaker stopped the batch
+    interrupted: int = 0  # operations a killed worker left in flight, sent again
 
     def raise_for_failures(self, label: str) -> None:
+        if self.breaker:
+            raise PermanentApplyError(f"'{label}' stopped: {self.breaker}; {self.failed} "
+                                      "operations not done (clear the task once Bitbucket is "
+                                      "healthy again)")
         if not self.failed:
             return
         first = "; ".join(([self.licence_stop] if self.licence_stop else []) + self.errors[:3])
@@ -237,14 +249,46 @@ def _licence_message(client: BitbucketClient, failed: Operation, rest: list[Oper
             "seats, then clear the failed tasks.")
 
 
+STARTED, INTERRUPTED = "started", "interrupted"
+FINAL_STATUSES = frozenset({"done", "failed", "skipped", "superseded"})
+INTERRUPTED_NOTE = ("the worker stopped while this operation was in flight (killed or lost); "
+                    "Bitbucket may or may not have carried it out: sent again, where 'already "
+                    "exists' / 'already gone' count as done")
+
+
+def _recover_interrupted(store: AuditStore, run_id: str,
+                         ops: list[tuple[Operation, str]]) -> int:
+    """Give operations a dead worker left ``started`` an ``interrupted`` attempt row."""
+    stuck = [op for op, status in ops if status == STARTED]
+    for op in stuck:
+        store.record_attempt(run_id, op.op_id, outcome=INTERRUPTED, http_status=None,
+                             error=INTERRUPTED_NOTE, started=time.monotonic())
+    if stuck:
+        log.warning("%d operations were in flight when a previous attempt of this batch "
+                    "stopped; sending them again: %s", len(stuck),
+                    ", ".join(op.describe() for op in stuck[:5]))
+    return len(stuck)
+
+
+def _stop_rest(store: AuditStore, run_id: str, rest: list[Operation], reason: str,
+               result: BatchResult) -> None:
+    """Record the operations a circuit breaker kept from being sent (final status: failed)."""
+    for op in rest:
+        store.record_attempt(run_id, op.op_id, outcome="failed", http_status=None,
+                             error=f"not attempted: {reason}", started=time.monotonic())
+        result.failed += 1
+
+
 def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: str, batch: int,
                 *, notify: bool = False, superseded_by: str | None = None,
-                superseded_users: set[str] | None = None) -> BatchResult:
+                superseded_users: set[str] | None = None,
+                breaker: BreakerSettings | None = None) -> BatchResult:
     """Run the batch's unfinished operations in plan order; never raises for one operation.
 
     ``superseded_users`` (user keys) were planned for by a newer run: operations on them are
     left to it (marked ``superseded``), and they are dropped from additions to a group."""
     result = BatchResult()
+    guard = CircuitBreaker(breaker or BreakerSettings())
     ops = store.batch_operations(run_id, phase, batch)
     if superseded_by:
         pending = [op.op_id for op, status in ops if status not in ("done",)]
@@ -253,6 +297,7 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
         log.warning("run %s planned after this one: %d operations left to it", superseded_by,
                     len(pending))
         return result
+    result.interrupted = _recover_interrupted(store, run_id, ops)
     todo = [op for op, status in ops if status not in ("done", "superseded")]
     result.already_done = sum(status == "done" for _, status in ops)
     if not todo:
@@ -262,6 +307,9 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
     result.licence_stop = _licence_stop_elsewhere(store, run_id, {op.op_id for op in todo})
     for index, op in enumerate(todo):
         started = time.monotonic()
+        if guard.open:
+            _stop_rest(store, run_id, todo[index:], guard.reason or BREAKER_OPEN, result)
+            break
         if result.licence_stop and op.kind in SEAT_KINDS:
             store.record_attempt(run_id, op.op_id, outcome="failed", http_status=None,
                                  error=f"not attempted, {LICENCE_STOP} earlier in this run",
@@ -289,6 +337,8 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
                                      error=f"refused: {remark}", started=started)
                 continue
             op = dataclasses.replace(op, params={**op.params, "users": keep})  # noqa: PLW2901
+        if op.kind not in MARKER_KINDS:  # a crash from here on leaves the mark behind
+            store.mark_operations(run_id, [op.op_id], STARTED)
         try:
             note = execute(client, op, notify=notify)
         except ApiError as err:
@@ -296,6 +346,7 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
                 store.record_attempt(run_id, op.op_id, outcome="done", http_status=err.status,
                                      error=f"treated as done: {err.message}", started=started)
                 result.done += 1
+                guard.success()
             elif isinstance(err, BitbucketError) and err.licence_limit and op.kind in SEAT_KINDS:
                 rest = [o for o in todo[index + 1:] if o.kind in SEAT_KINDS]
                 result.licence_stop = _licence_message(client, op, rest, err)
@@ -311,8 +362,12 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
                 result.transient |= err.transient
                 result.errors.append(f"{op.describe()}: {err}")
                 log.error("%s failed: %s", op.describe(), err)
+                if guard.failure(err):
+                    result.breaker = guard.reason
+                    log.error("%s", guard.reason)
                 continue
         else:
+            guard.success()
             http_status, remark = note or (None, None)
             if refused:
                 remark = "; ".join(filter(None, [remark, f"refused: {', '.join(refused)}"]))
@@ -326,6 +381,40 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
                 store.drop_anchors([idcs_id])
             else:
                 store.save_anchors(run_id, {idcs_id: name})
-    log.info("batch %s/%d: %d done, %d already done, %d failed, %d refused", phase, batch,
-             result.done, result.already_done, result.failed, len(result.refused))
+    log.info("batch %s/%d: %d done, %d already done, %d failed, %d refused%s", phase, batch,
+             result.done, result.already_done, result.failed, len(result.refused),
+             f"; stopped: {result.breaker}" if result.breaker else "")
     return result
+
+
+def undone_operations(store: AuditStore, run_id: str, limit: int = 5) -> str:
+    """The operations a run left undone, named, for its one-line failure message."""
+    undone = [op for op in store.plan(run_id)
+              if op["status"] not in ("done", "skipped", "superseded")]
+    if not undone:
+        return ""
+    names = [_describe_row(op) for op in undone[:limit]]
+    more = f" and {len(undone) - limit} more" if len(undone) > limit else ""
+    return f"{len(undone)} operations not done ({', '.join(names)}{more})"
+
+
+def _describe_row(row: dict[str, Any]) -> str:
+    op = Operation(kind=row["kind"], target=row["target"], params=row["params"],
+                   reason=row["reason"], op_id=row["op_id"])
+    return f"{op.describe()} [{row['status']}]"
+
+
+def close_unfinished(store: AuditStore, run_id: str) -> int:
+    """At the end of a run, give every operation still without a final status one: never
+    attempted (an earlier phase failed, so its batch never ran) or left in flight by a worker
+    that died. Each gets a ``failed`` attempt saying which; clearing the run retries them."""
+    closed = 0
+    for row in store.plan(run_id):
+        if row["status"] in FINAL_STATUSES:
+            continue
+        note = (INTERRUPTED_NOTE if row["status"] == STARTED
+                else "not attempted: the run stopped before this operation's batch ran")
+        store.record_attempt(run_id, row["op_id"], outcome="failed", http_status=None,
+                             error=note, started=time.monotonic())
+        closed += 1
+    return closed

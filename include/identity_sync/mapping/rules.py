@@ -135,6 +135,9 @@ class ScopeRules(_Strict):
     filter: str | None = None
     include_inactive: bool = Field(
         True, description="Keep inactive users in the extract so they can be deprovisioned.")
+    memberships: Literal["auto", "user_side", "group_side"] = Field(
+        "auto", description="Where group memberships are read: the users' groups attribute, "
+        "per-group member pages, or whichever costs fewer requests (logged each run).")
     include: ScopeFilter = ScopeFilter()
     exclude: ScopeFilter = ScopeFilter()
 
@@ -217,10 +220,20 @@ class SafetyRules(_Strict):
     max_shrink_percent: Annotated[float, Field(ge=0, le=100)] = 20.0
 
 
+class CircuitBreakerRules(_Strict):
+    """When an apply batch stops writing (see ``identity_sync.loading.breaker``)."""
+
+    max_failure_percent: Annotated[float, Field(ge=0, le=100)] = 20.0
+    min_operations: Annotated[int, Field(ge=1)] = 20
+    max_consecutive_failures: Annotated[int, Field(ge=1)] = 5
+    max_auth_failures: Annotated[int, Field(ge=1)] = 3
+
+
 class ApplyRules(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=5000)] = 200
     members_per_request: Annotated[int, Field(ge=1, le=1000)] = 100
     max_batches: Annotated[int, Field(ge=1, le=1024)] = 256
+    circuit_breaker: CircuitBreakerRules = CircuitBreakerRules()
 
 
 class SyncRules(_Strict):
