@@ -9,7 +9,7 @@ VENV := .venv
 SYNCED := $(VENV)/.synced
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo demo-reset test emulators airflow lint lock clean
+.PHONY: demo demo-reset test emulators airflow lint lock clean bench
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,6 +33,10 @@ emulators: $(SYNCED)  ## run both emulators in the foreground (ports: IDCS_EMULA
 
 airflow: $(SYNCED)  ## airflow standalone with the DAGs, the emulators, connections and pool (AIRFLOW_PORT, default 8080)
 	$(VENV)/bin/python -m identity_sync_airflow.standalone
+
+SCENARIOS ?= S S-rl M
+bench: $(SYNCED)  ## benchmarks on the emulators, not part of `make test` (make bench SCENARIOS="S M L"); results in bench/results/
+	$(VENV)/bin/python -m bench --scenarios $(SCENARIOS)
 
 lint: $(SYNCED)
 	$(VENV)/bin/ruff check .

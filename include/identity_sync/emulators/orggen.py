@@ -451,10 +451,16 @@ def _group_names(gen: _Gen, count: int) -> list[str]:
 
 
 def _groups(
-    gen: _Gen, count: int, users: list[dict[str, Any]], per_user: tuple[int, int]
+    gen: _Gen,
+    count: int,
+    users: list[dict[str, Any]],
+    per_user: tuple[int, int],
+    memberships: int | None = None,
 ) -> list[dict[str, Any]]:
     """Groups, each user in ``per_user`` (min, max) of them (fewer is likelier); group
-    popularity is skewed (Zipf-like) and ~5% of ordinary groups stay empty."""
+    popularity is skewed (Zipf-like) and ~5% of ordinary groups stay empty. With a
+    ``memberships`` target, per-user counts are uniform around the average it implies and drawn
+    until distinct, so the total lands near the target despite the skew."""
     rng = gen.rng
     names = _group_names(gen, count)
     groups = []
@@ -497,10 +503,17 @@ def _groups(
         "Service": index.get("Service Accounts"),
         "Employee": index.get("All Staff"),
     }
+    if memberships is not None and users:
+        average = memberships / len(users)
+        per_user = (max(1, round(average / 2)), max(1, round(average * 1.5)))
+        per_user = (min(per_user[0], len(pool) + 1), min(per_user[1], len(pool) + 1))
     sizes = range(per_user[0], per_user[1] + 1)
-    size_weights = (
-        _PER_USER_WEIGHTS if per_user == (1, 5) else [1 / (k + 1) for k in range(len(sizes))]
-    )
+    if memberships is not None:
+        size_weights: Any = [1] * len(sizes)
+    elif per_user == (1, 5):
+        size_weights = _PER_USER_WEIGHTS
+    else:
+        size_weights = [1 / (k + 1) for k in range(len(sizes))]
     memberships: list[list[int]] = []
     for user in users:
         wanted = rng.choices(sizes, size_weights)[0]
@@ -509,9 +522,17 @@ def _groups(
         if home is not None and wanted:
             chosen.append(home)
         if user["userType"] != "Service" and pool:
-            for gi in rng.choices(pool, cum_weights=cum, k=wanted + 2):
-                if gi not in chosen and len(chosen) < wanted:
-                    chosen.append(gi)
+            draws = wanted + 2
+            while True:
+                for gi in rng.choices(pool, cum_weights=cum, k=draws):
+                    if gi not in chosen and len(chosen) < wanted:
+                        chosen.append(gi)
+                # Without a target, duplicates simply make fewer groups (the historical output).
+                if memberships is None or len(chosen) >= min(wanted, len(pool)) or draws > 64 * (
+                    wanted + 2
+                ):
+                    break
+                draws *= 2
         memberships.append(chosen)
     admins = index.get("Bitbucket Admins")
     if admins is not None:
@@ -633,11 +654,14 @@ def generate_idcs_org(
     *,
     app_id: str = DEMO_APP_ID,
     groups_per_user: tuple[int, int] = (1, 5),
+    memberships: int | None = None,
 ) -> dict[str, Any]:
     """A complete IDCS state dump (``IdcsState.to_dict()`` format) for ``seed``.
 
     Each user is in ``groups_per_user`` groups (default 1-5, mostly 1-2, about 2 on average);
-    raise it, e.g. ``(5, 15)``, for membership-heavy benchmarks.
+    raise it, e.g. ``(5, 15)``, for membership-heavy benchmarks, or give ``memberships``, a
+    target total (within a few percent; it overrides ``groups_per_user``), as the benchmark
+    scenarios do (10,000 users with 200,000 memberships).
 
     Resources share constant sub-objects (``schemas``, ``idcsCreatedBy``...) to keep 100,000-user
     orgs small in memory; treat the result as read-only or copy it before editing.
@@ -647,7 +671,9 @@ def generate_idcs_org(
     gen = _Gen(seed)
     gen.ids.add(app_id)
     user_list = _users(gen, users)
-    group_list = _groups(gen, groups, user_list, groups_per_user)
+    if memberships is not None and memberships < 0:
+        raise ValueError("memberships must be >= 0")
+    group_list = _groups(gen, groups, user_list, groups_per_user, memberships)
     apps = _apps(gen, app_id)
     return {
         "users": user_list,
