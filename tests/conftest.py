@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -83,3 +84,13 @@ def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     engine = create_engine(base)
     metadata.drop_all(engine)
     engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _loggers_enabled() -> None:
+    """Airflow's logging config (applied by whichever test first runs a DAG) disables the loggers
+    that existed before it; tests that read our log lines must not depend on test order."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.startswith(("identity_sync", "urllib3")):
+            logger.disabled = False
+            logger.propagate = True
