@@ -944,3 +944,22 @@ def test_a_bad_dump_leaves_the_state_unchanged() -> None:
         state.load_dict({"users": [U1], "grants": [GR_ENG, GR_ENG]})
     assert [u["id"] for u in state.users] == [U1["id"], U2["id"], U3["id"], U4["id"]]
     assert state.member_ids(G_ENG["id"]) == [U1["id"], U2["id"], U4["id"]]
+
+
+def test_grantee_filter_uses_the_index_and_agrees_with_a_full_scan(api: Api) -> None:
+    """``grantee.value eq`` narrows through an index; the answer must equal the scan's
+    (``grantee.value pr and ...`` cannot use it), for users, groups, direct and derived grants."""
+    everyone = {g["grantee"]["value"] for g in api.ok("/admin/v1/Grants", count=1000)["Resources"]}
+    assert {U1["id"], U3["id"], G_ENG["id"]} <= everyone
+    for grantee in [*sorted(everyone), "0" * 32]:
+        for app in (DEMO_APP_ID, JIRA_APP_ID):
+            indexed = api.ok("/admin/v1/Grants", count=1000,
+                             filter=f'app.value eq "{app}" and grantee.value eq "{grantee}"')
+            scanned = api.ok("/admin/v1/Grants", count=1000,
+                             filter=f'app.value eq "{app}" and grantee.value pr and '
+                                    f'grantee.value sw "{grantee}" and grantee.value ew "{grantee}"')
+            assert [g["id"] for g in indexed.get("Resources", [])] == [
+                g["id"] for g in scanned.get("Resources", [])]
+            assert indexed["totalResults"] == scanned["totalResults"]
+    upper = api.ok("/admin/v1/Grants", filter=f'grantee.value eq "{U2["id"].upper()}"')
+    assert {g["grantee"]["value"] for g in upper.get("Resources", [])} == {U2["id"]}
