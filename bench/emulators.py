@@ -13,8 +13,7 @@ from typing import Any
 import psutil
 import requests
 
-from identity_sync.emulators.bitbucket import DEMO_ADMIN_PASSWORD, DEMO_ADMIN_USER
-from identity_sync.emulators.idcs import DEMO_APP_ID, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+from identity_sync.emulators.serve import demo_connections
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONTROL_TIMEOUT = 600  # seeding or diffing a 100,000-user state takes a while
@@ -89,13 +88,7 @@ class EmulatorPair:
 
     def connections(self) -> dict[str, dict[str, Any]]:
         """Airflow connections (JSON form) pointing at the pair, as the DAG reads them."""
-        return {
-            "idcs_default": {"conn_type": "idcs", "host": self.idcs.base_url,
-                             "login": DEMO_CLIENT_ID, "password": DEMO_CLIENT_SECRET,
-                             "extra": {"app_id": DEMO_APP_ID}},
-            "bitbucket_default": {"conn_type": "bitbucket", "host": self.bitbucket.base_url,
-                                  "login": DEMO_ADMIN_USER, "password": DEMO_ADMIN_PASSWORD},
-        }
+        return demo_connections(self.idcs.base_url, self.bitbucket.base_url)
 
     def stop(self) -> None:
         self.idcs.stop()

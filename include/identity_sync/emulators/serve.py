@@ -34,13 +34,17 @@ class Emulators:
 
     def connections(self) -> dict[str, dict[str, object]]:
         """Airflow connections (JSON form) pointing at these emulators."""
-        return {
-            "idcs_default": {"conn_type": "idcs", "host": self.idcs.base_url,
-                             "login": DEMO_CLIENT_ID, "password": DEMO_CLIENT_SECRET,
-                             "extra": {"app_id": DEMO_APP_ID}},
-            "bitbucket_default": {"conn_type": "bitbucket", "host": self.bitbucket.base_url,
-                                  "login": DEMO_ADMIN_USER, "password": DEMO_ADMIN_PASSWORD},
-        }
+        return demo_connections(self.idcs.base_url, self.bitbucket.base_url)
+
+
+def demo_connections(idcs_url: str, bitbucket_url: str) -> dict[str, dict[str, object]]:
+    """Airflow connections (JSON form) for emulators at these URLs, with the demo credentials."""
+    return {
+        "idcs_default": {"conn_type": "idcs", "host": idcs_url, "login": DEMO_CLIENT_ID,
+                         "password": DEMO_CLIENT_SECRET, "extra": {"app_id": DEMO_APP_ID}},
+        "bitbucket_default": {"conn_type": "bitbucket", "host": bitbucket_url,
+                              "login": DEMO_ADMIN_USER, "password": DEMO_ADMIN_PASSWORD},
+    }
 
 
 def start_emulators(state_dir: Path | None, *, host: str = "127.0.0.1", idcs_port: int = 0,
