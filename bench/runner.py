@@ -257,6 +257,8 @@ class PipelineBench:
             # its unfinished operations) after a growing delay, up to APPLY_TASK_RETRIES times.
             for attempt in range(APPLY_TASK_RETRIES + 1):
                 client = self.bitbucket_client()
+                # as the apply task does: parallel batches of a phase share the rate limit
+                client.share_rate_limit(min(self.apply_workers, batch.get("batches") or 1))
                 result = pipeline.apply(self.store, client, batch, dag_ids=(dag_id,),
                                         notify=notify)
                 with lock:

@@ -53,7 +53,13 @@ class HttpSettings:
     rate_limit_capacity: float | None = None
     rate_limit_fill_rate: float | None = None
     rate_limit_margin: float = 0.9
-    max_concurrency: int = 4  # requests in flight per client, whatever the number of threads
+    # Clients that share the account's server-side bucket at once (the parallel apply tasks, the
+    # ``bitbucket_api`` pool's slots): each paces to 1/share of the bucket's burst and refill, so
+    # together they stay inside it instead of overrunning it share-fold.
+    rate_limit_share: int = 1
+    # Requests in flight per client, whatever the number of threads; an apply batch sends this
+    # many operations at once (8: what a latency-bound run needs to keep the API busy).
+    max_concurrency: int = 8
 
     @property
     def timeouts(self) -> tuple[float, float]:

@@ -187,6 +187,10 @@ def apply_batches(batches: list[dict] | dict[str, list[dict]], *, dag_ids: tuple
     notify = rules.users.initial_password == "notify"
     totals = {"done": 0, "already_done": 0, "superseded": 0}
     for batch in batches:
+        # The apply tasks of a phase (at most the pool's slots) send as the service account at
+        # once: each keeps to its share of Bitbucket's rate-limit bucket, so together they stay
+        # under it; a phase of one batch keeps the whole bucket.
+        client.share_rate_limit(min(BITBUCKET_POOL_SLOTS, batch.get("batches") or 1))
         result = pipeline.apply(store, client, batch, dag_ids=dag_ids, notify=notify,
                                 breaker=breaker_settings(rules))
         result.raise_for_failures(batch["label"])

@@ -98,7 +98,13 @@ def chaos_runs(env: Env, seeds: list[int]) -> dict[str, Any]:
         if n:
             drift(env, rng)
         rate = rng.uniform(0.05, 0.10)
-        env.control("bitbucket", "PUT", "faults", json=faults(seed, rate))
+        # Every fourth run: a client that gives up after one retry and no task retries, and a
+        # user update refused twice for certain, so an operation does fail, the run must say
+        # which, and a clear must finish it (random faults alone may miss so few requests).
+        fragile = seed % 4 == 0
+        certain = [{"fault": "error", "status": 503, "method": "PUT", "path": "/admin/users"}] * 2
+        env.control("bitbucket", "PUT", "faults",
+                    json={**faults(seed, rate), "script": certain if fragile and n else []})
         env.control("idcs", "PUT", "faults", json={**faults(seed, rate),
                                                    "script": idcs_script()})
         env.control("bitbucket", "DELETE", "writes")
@@ -106,9 +112,6 @@ def chaos_runs(env: Env, seeds: list[int]) -> dict[str, Any]:
         idcs.get("/admin/v1/Users", {"count": 0})  # the run's token...
         env.control("idcs", "POST", "tokens/revoke")  # ...revoked before the extract uses it
         run_id = f"chaos-{seed}"
-        # Every fourth run: a client that gives up after one retry and no task retries, so
-        # operations do fail and the run must say which, and a clear must finish them.
-        fragile = seed % 4 == 0
         bb = env.bitbucket(FRAGILE if fragile else CHAOS)
         result = env.run(run_id, bb=bb, idcs=idcs, approve=True,
                          task_retries=0 if fragile else 3)

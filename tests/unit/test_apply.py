@@ -3,6 +3,7 @@ attempt records, anchors, and partial failures."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,8 +19,9 @@ from identity_sync.emulators.bitbucket import (
 )
 from identity_sync.emulators.common import serving
 from identity_sync.http import HttpSettings
-from identity_sync.loading.apply import BatchResult, PermanentApplyError, apply_batch
-from identity_sync.planning.operations import Operation, OpKind, assign_batches
+from identity_sync.loading.apply import BatchResult, PermanentApplyError, apply_batch, lanes
+from identity_sync.loading.breaker import BreakerSettings
+from identity_sync.planning.operations import Operation, OpKind, assign_batches, batch_refs
 
 
 @pytest.fixture
@@ -233,3 +235,115 @@ def test_users_planned_by_a_newer_run_are_left_to_it(served, store) -> None:
     assert client.find_user("carol") is None
     assert {m["name"] for m in client.group_members("devs")} == {"alice"}
     assert [op["status"] for op in store.plan("r1")] == ["superseded", "done"]
+
+
+# ---- operations side by side, lanes, slow start, preflight reuse, even batches ----------------
+
+
+def test_lanes_keep_one_target_in_order_and_let_the_rest_run_side_by_side() -> None:
+    ops = [create("alice", "u1"),
+           Operation(OpKind.RENAME_USER, "bob", {"name": "bob", "newName": "Robert"}, "x"),
+           create("carol", "u3"),
+           Operation(OpKind.UPDATE_USER, "robert", {"name": "robert", "displayName": "R",
+                                                    "email": "r@x.io"}, "x"),
+           Operation(OpKind.UPDATE_USER, "ALICE", {"name": "ALICE", "displayName": "A",
+                                                   "email": "a@x.io"}, "x")]
+    assert [[op.target for op in lane] for lane in lanes(ops)] == [
+        ["alice", "ALICE"], ["bob", "robert"], ["carol"]]
+    # additions to different groups never chain through a shared user; removals key by user
+    adds = [add("devs", "alice", "bob"), add("ops", "alice"), add("devs", "carol")]
+    assert [len(lane) for lane in lanes(adds)] == [2, 1]
+    removals = [Operation(OpKind.REMOVE_MEMBERSHIP, "bob", {"user": "bob", "group": "devs"}, "x"),
+                Operation(OpKind.REMOVE_MEMBERSHIP, "eve", {"user": "eve", "group": "devs"}, "x"),
+                Operation(OpKind.DELETE_USER, "bob", {"name": "bob"}, "x")]
+    assert [[op.kind.value for op in lane] for lane in lanes(removals)] == [
+        ["remove_membership", "delete_user"], ["remove_membership"]]
+
+
+def test_a_batch_sends_operations_side_by_side(served, store, monkeypatch) -> None:
+    """Two creates meet at a barrier: only possible when both are in flight at once (sent one
+    after another, the first would wait at the barrier alone and break it)."""
+    client, _, _ = served
+    plan(store, create("first", "u0"), *[create(f"user{i}", f"u{i + 1}") for i in range(3)])
+    barrier = threading.Barrier(2, timeout=30)
+    real = client.create_user
+    seen: list[str] = []
+
+    def create_user(name: str, *args: Any, **kwargs: Any) -> bool:
+        seen.append(name)
+        if name in ("user0", "user1"):  # after "first" succeeded alone (slow start)
+            barrier.wait()
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(client, "create_user", create_user)
+    result = apply_batch(store, client, "r1", "users", 0, workers=4)
+    assert (result.done, result.failed) == (4, 0)
+    assert seen[0] == "first"
+    assert not barrier.broken
+    assert store.anchors() == {"u0": "first", "u1": "user0", "u2": "user1", "u3": "user2"}
+
+
+def test_a_storm_sends_no_volley_and_the_breaker_stops_every_lane(served, store) -> None:
+    """After a failure operations go out one at a time again, so a 5xx storm sends exactly as
+    many operations as the breaker allows, whatever the number of workers."""
+    client, _, base = served
+    plan(store, *[create(f"user{i}", f"u{i}") for i in range(30)])
+    client.preflight()  # before the storm: count the creates only
+    requests.delete(f"{base}/_emulator/responses", timeout=5)
+    requests.put(f"{base}/_emulator/faults", json={"error_rate": 1.0, "error_statuses": [503]},
+                 timeout=5)
+    result = apply_batch(store, client, "r1", "users", 0, workers=8,
+                         breaker=BreakerSettings(max_consecutive_failures=3))
+    answered = requests.get(f"{base}/_emulator/responses", timeout=5).json()["responses"]
+    assert answered == {"503": 3}
+    assert result.breaker is not None and result.failed == 30
+    not_sent = [a for a in store.attempts("r1") if a["error"].startswith("not attempted")]
+    assert len(not_sent) == 27
+    assert {op["status"] for op in store.plan("r1")} == {"failed"}
+
+
+def test_later_batches_reuse_the_runs_preflight(served, store) -> None:
+    client, app, base = served
+    requests.put(f"{base}/_emulator/rate-limit", json={"capacity": 60, "fillRate": 5}, timeout=5)
+    ops = [create("alice", "u1"), create("bob", "u2")]
+    ops[1].batch = 1
+    store.record_plan("r1", ops)
+    apply_batch(store, client, "r1", "users", 0)
+    app.state.calls.reset()
+    other = BitbucketClient(base, DEMO_ADMIN_USER, DEMO_ADMIN_PASSWORD,
+                            settings=HttpSettings(retries=0))
+    apply_batch(store, other, "r1", "users", 1)  # another task: its own client
+    calls = app.state.calls.snapshot()
+    assert not [c for c in calls if "rate-limit" in c]
+    assert sum(calls.values()) == 1  # the create only
+    assert other.preflight_report.client_rate == client.preflight_report.client_rate
+    assert other.transport.limiter is not None
+    assert (other.transport.limiter.capacity, other.transport.limiter.fill_rate) == (54.0, 4.5)
+    assert other.transport.stats["paced_seconds"] > 0  # no fresh burst: the run spent it
+    assert client.transport.stats["paced_seconds"] == 0  # the first batch had the burst
+
+
+@pytest.mark.parametrize(("n", "batch_size", "max_batches", "sizes"), [
+    (965, 200, 256, [121] * 5 + [120] * 3),  # 5 batches of ≤ 200 → 8: two rounds of 4 slots
+    (150, 200, 256, [150]),  # fits one batch: stays one
+    (300, 200, 256, [75] * 4),
+    (10, 2, 3, [4, 3, 3]),  # max_batches wins over the multiple of the slots
+    (5000, 2, 100, [50] * 100),
+])
+def test_batches_split_a_phase_evenly_across_the_slots(n: int, batch_size: int,
+                                                       max_batches: int, sizes: list[int]) -> None:
+    ops = [create(f"user{i}", f"u{i}") for i in range(n)]
+    assign_batches(ops, batch_size=batch_size, max_batches=max_batches)
+    got = [sum(op.batch == b for op in ops) for b in range(max(op.batch for op in ops) + 1)]
+    assert sorted(got, reverse=True) == sizes
+    assert [op.batch for op in ops] == sorted(op.batch for op in ops)  # plan order kept
+    assert max(got) <= max(batch_size, -(-n // max_batches))
+
+
+def test_each_batch_says_how_many_batches_share_its_phase() -> None:
+    ops = [create(f"user{i}", f"u{i}") for i in range(300)]
+    ops.append(Operation(OpKind.CREATE_GROUP, "devs", {"name": "devs"}, "x"))
+    assign_batches(ops, batch_size=200, max_batches=256)
+    refs = batch_refs("r1", ops)
+    assert [r["batches"] for r in refs["users"]] == [4, 4, 4, 4]
+    assert [r["batches"] for r in refs["groups"]] == [1]

@@ -91,3 +91,28 @@ def test_newer_planned_run_supersedes(audit_url: str) -> None:
     assert store.newer_planned_run("old", ["d"]) == "new"
     assert store.newer_planned_run("new", ["d"]) is None
     store.dispose()
+
+
+def test_an_attempt_and_the_identity_it_implies_commit_together(audit_url: str) -> None:
+    store = AuditStore(audit_url)
+    plan = ops()
+    store.record_plan("r1", plan)
+    store.save_anchors("r0", {"u9": "gone.user"})
+    store.record_attempt("r1", plan[0].op_id, outcome="done", http_status=None, error=None,
+                         started=time.monotonic(), anchors={"u1": "alice", "u9": None})
+    assert store.anchors() == {"u1": "alice"}
+    assert store.plan("r1")[0]["status"] == "done"
+    # a later attempt (a rename, say) moves the anchor in the same transaction
+    store.record_attempt("r1", plan[0].op_id, outcome="done", http_status=409, error="exists",
+                         started=time.monotonic(), anchors={"u1": "Alice"})
+    assert store.anchors() == {"u1": "Alice"}
+    assert [a["attempt"] for a in store.attempts("r1")] == [1, 2]
+    store.dispose()
+
+
+def test_sqlite_commits_without_waiting_on_the_disk_in_wal_mode(tmp_path) -> None:
+    store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    store.dispose()

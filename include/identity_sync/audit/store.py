@@ -90,6 +90,15 @@ class AuditStore:
             for start in range(0, len(rows), 5000):
                 conn.execute(stmt, rows[start : start + 5000])
 
+    def _upsert_stmt(self, table: Table, rows: list[dict[str, Any]],
+                     update_cols: list[str]) -> Any:
+        """The dialect's insert-or-update on ``table``'s primary key, for one transaction."""
+        keys = [c.name for c in table.primary_key.columns]
+        dialect = self.engine.dialect.name
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        return insert.values(rows).on_conflict_do_update(
+            index_elements=keys, set_={c: insert.excluded[c] for c in update_cols})
+
     # -- runs ------------------------------------------------------------------------------------
     def start_run(self, run_id: str, *, dag_id: str, trigger: str, mode: str, dry_run: bool,
                   rules_hash: str, rules_version: str | None = None) -> None:
@@ -176,8 +185,13 @@ class AuditStore:
         return [dict(r._mapping) for r in rows]
 
     def record_attempt(self, run_id: str, op_id: str, *, outcome: str, http_status: int | None,
-                       error: str | None, started: float) -> None:
+                       error: str | None, started: float,
+                       anchors: dict[str, str | None] | None = None) -> int:
         """Append attempt N+1 for the operation and set the operation's status; returns N+1.
+
+        ``anchors`` (IDCS id -> Bitbucket name, None to drop) are saved in the same transaction:
+        an operation's outcome and the identity it implies are committed together, and the apply
+        waits for the write lock once per operation instead of twice.
 
         Two writers racing for the same number (a task and its zombie, say) cannot both win the
         primary key: the loser's transaction rolls back and it takes the next number."""
@@ -200,6 +214,8 @@ class AuditStore:
                     conn.execute(update(t.plan_operations).where(
                         t.plan_operations.c.run_id == run_id, t.plan_operations.c.op_id == op_id,
                     ).values(status=outcome, updated_at=now))
+                    if anchors:
+                        self._write_anchors(conn, run_id, anchors, now)
                 return last + 1
             except IntegrityError:  # no plan row to lock, and another writer took the number
                 if tries == ATTEMPT_RETRIES - 1:
@@ -243,6 +259,18 @@ class AuditStore:
             {"idcs_id": i, "bitbucket_name": n, "first_run_id": run_id, "last_run_id": run_id,
              "updated_at": now} for i, n in anchors.items()
         ], update_cols=["bitbucket_name", "last_run_id", "updated_at"])
+
+    def _write_anchors(self, conn: Connection, run_id: str, anchors: dict[str, str | None],
+                       now: datetime) -> None:
+        keep = [{"idcs_id": i, "bitbucket_name": n, "first_run_id": run_id,
+                 "last_run_id": run_id, "updated_at": now} for i, n in anchors.items() if n]
+        drop = [i for i, n in anchors.items() if not n]
+        if keep:
+            conn.execute(self._upsert_stmt(t.identity_anchors, keep,
+                                           ["bitbucket_name", "last_run_id", "updated_at"]))
+        if drop:
+            conn.execute(t.identity_anchors.delete().where(
+                t.identity_anchors.c.idcs_id.in_(drop)))
 
     def drop_anchors(self, idcs_ids: Iterable[str]) -> None:
         ids = list(idcs_ids)
@@ -374,11 +402,17 @@ def _op_from_row(row: Any) -> Operation:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
-    """WAL lets readers run beside the writer. The driver's own implicit transactions are
-    turned off (``isolation_level = None``) so :func:`_sqlite_begin` decides how each begins."""
+    """WAL lets readers run beside the writer. ``synchronous=NORMAL`` (safe in WAL mode) syncs
+    at checkpoints instead of at every commit: a commit can no longer be lost to a crashed
+    *process* (the crash-recovery case), only to a power cut of the host, which may then undo
+    the last commits, never corrupt the file; the apply commits once or twice per operation, and
+    fsyncs made commits wait on the disk while other writers queued behind them. The driver's own
+    implicit transactions are turned off (``isolation_level = None``) so :func:`_sqlite_begin`
+    decides how each begins."""
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 

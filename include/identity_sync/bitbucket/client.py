@@ -112,6 +112,24 @@ class BitbucketClient:
             self.preflight_report = run_preflight(self)
         return self.preflight_report
 
+    def use_preflight(self, report: Any) -> None:
+        """Take a preflight another client of the same run already made (its three reads say
+        the same thing minutes later): pace to it without asking Bitbucket again.
+
+        The pacing starts from an empty bucket, not a full one: the run's earlier batches have
+        been spending the server's bucket, so a fresh burst would meet 429s."""
+        from .preflight import _pace
+
+        self.preflight_report = report
+        _pace(self, report)
+        if self.transport.limiter is not None:
+            self.transport.limiter.tokens = 0.0
+
+    def share_rate_limit(self, clients: int) -> None:
+        """``clients`` clients (this one included) send as this account at once: each keeps to
+        its share of the server's bucket so that together they stay under it."""
+        self.transport.share_rate(clients)
+
     def iter_pages(self, path: str, params: dict[str, Any] | None = None,
                    limit: int = MAX_LIMIT) -> Iterator[dict[str, Any]]:
         start = 0

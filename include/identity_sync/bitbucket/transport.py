@@ -18,6 +18,7 @@ the whole body, since a server dripping one byte at a time never trips a read ti
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -83,16 +84,26 @@ class Transport:
         self.stats: Counter[str] = Counter()
         self.stats_lock = threading.Lock()
         self.limiter: TokenBucket | None = None
+        self.rate: tuple[float, float] | None = None  # the whole bucket, before the share
         if settings.rate_limit_fill_rate != 0:  # 0 = explicitly off
             self.set_rate(settings.rate_limit_capacity or BITBUCKET_CAPACITY * settings.rate_limit_margin,
                           settings.rate_limit_fill_rate or BITBUCKET_FILL_RATE * settings.rate_limit_margin)
 
     def set_rate(self, capacity: float | None, fill_rate: float | None) -> None:
-        """Pace at ``fill_rate`` requests/s with bursts of ``capacity``; None switches it off."""
-        if capacity is None or fill_rate is None:
+        """Pace at this client's share (``settings.rate_limit_share``) of a bucket of
+        ``capacity`` refilled at ``fill_rate`` requests/s; None switches pacing off."""
+        self.rate = None if capacity is None or fill_rate is None else (capacity, fill_rate)
+        if self.rate is None:
             self.limiter = None
-        else:
-            self.limiter = TokenBucket(max(1.0, capacity), fill_rate)
+            return
+        share = max(1, self.settings.rate_limit_share)
+        self.limiter = TokenBucket(max(1.0, capacity / share), fill_rate / share)
+
+    def share_rate(self, share: int) -> None:
+        """Pace to 1/``share`` of the bucket from now on (``share`` clients run at once)."""
+        self.settings = dataclasses.replace(self.settings, rate_limit_share=max(1, share))
+        if self.rate is not None:
+            self.set_rate(*self.rate)
 
     def _count(self, key: str, n: float = 1) -> None:
         with self.stats_lock:

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..audit.store import AuditStore
 from ..bitbucket.client import BitbucketClient, BitbucketError
 from ..bitbucket.licence import seats_missing
+from ..bitbucket.preflight import PreflightReport
 from ..http import ApiError
 from ..model import key
 from ..planning.operations import MARKER_KINDS, Operation, OpKind, operation_users
@@ -270,23 +273,237 @@ def _recover_interrupted(store: AuditStore, run_id: str,
     return len(stuck)
 
 
-def _stop_rest(store: AuditStore, run_id: str, rest: list[Operation], reason: str,
-               result: BatchResult) -> None:
-    """Record the operations a circuit breaker kept from being sent (final status: failed)."""
-    for op in rest:
-        store.record_attempt(run_id, op.op_id, outcome="failed", http_status=None,
-                             error=f"not attempted: {reason}", started=time.monotonic())
-        result.failed += 1
+PREFLIGHT = "bitbucket_preflight"  # run artifact: the first batch's preflight, reused
+
+
+def _preflight(store: AuditStore, client: BitbucketClient, run_id: str) -> None:
+    """Pace to Bitbucket's rate limit: the run's first batch reads it (three requests), later
+    batches reuse what it found, kept in the audit store, instead of asking again."""
+    if client.preflight_report is not None:
+        return
+    try:
+        saved = store.get_artifact(run_id, PREFLIGHT)
+    except KeyError:
+        report = client.preflight()
+        store.put_artifact(run_id, PREFLIGHT, dataclasses.asdict(report), 1)
+        return
+    rate = saved.get("client_rate")
+    client.use_preflight(PreflightReport(**{**saved, "client_rate": tuple(rate) if rate
+                                            else None}))
+
+
+def lanes(ops: list[Operation]) -> list[list[Operation]]:
+    """Split a batch into lanes that may run side by side: operations on the same user or
+    the same group share a lane and keep their plan order (a rename before an update of the
+    new name, a removal before the deletion). Lanes come in the order of their first operation.
+
+    Additions to a group are keyed by the group only, so that a user added to many groups does
+    not chain every group into one lane; removals by the user only."""
+    parent: dict[str, str] = {}
+
+    def root(k: str) -> str:
+        while parent.setdefault(k, k) != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    keys_of = [_lane_keys(op) for op in ops]
+    for keys in keys_of:
+        for other in keys[1:]:
+            parent[root(other)] = root(keys[0])
+    grouped: dict[str, list[Operation]] = {}
+    for op, keys in zip(ops, keys_of, strict=True):
+        grouped.setdefault(root(keys[0]), []).append(op)
+    return list(grouped.values())
+
+
+def _lane_keys(op: Operation) -> list[str]:
+    if op.kind is OpKind.ADD_MEMBERS:
+        return [f"group:{key(op.params['group'])}"]
+    if op.kind is OpKind.REMOVE_MEMBERSHIP:
+        return [f"user:{key(op.params['user'])}"]
+    users = operation_users(op.kind, op.target, op.params)
+    return [f"user:{key(u)}" for u in users] or [f"group:{key(op.target)}"]
+
+
+class _BatchRun:
+    """One batch's operations sent by several threads. Everything they share (the result, the
+    circuit breaker, the licence stop) is read and changed under one lock, and both stops are
+    checked right before each send, so no new request leaves once either has tripped.
+
+    Slow start: the first operation goes out alone, and so does every operation after a
+    failure, until one succeeds. A batch against a sick Bitbucket or with refused credentials
+    therefore sends what the sequential apply sent (one request for bad credentials, exactly
+    ``max_consecutive_failures`` operations in a 5xx storm), not a volley of ``workers``."""
+
+    def __init__(self, store: AuditStore, client: BitbucketClient, run_id: str,
+                 todo: list[Operation], result: BatchResult, guard: CircuitBreaker, *,
+                 notify: bool, superseded_users: set[str] | None,
+                 untouchable: dict[str, str]) -> None:
+        self.store, self.client, self.run_id, self.todo = store, client, run_id, todo
+        self.result, self.guard, self.notify = result, guard, notify
+        self.superseded_users, self.untouchable = superseded_users, untouchable
+        self.index = {op.op_id: i for i, op in enumerate(todo)}
+        self.lock = threading.Condition()
+        self.in_flight = 0
+        self.alone = True  # send one at a time: nothing succeeded yet, or the last one failed
+        self.aborted = False  # an unexpected error (audit store down): send nothing more
+
+    def lane(self, ops: list[Operation]) -> None:
+        try:
+            for op in ops:
+                if self.aborted:
+                    return
+                self.one(op)
+        except BaseException:
+            self.aborted = True
+            with self.lock:
+                self.lock.notify_all()
+            raise
+
+    def _stopped(self, op: Operation) -> str | None:
+        """Why ``op`` must not be sent (breaker open, licence stop), counted as failed; the
+        caller holds the lock."""
+        if self.guard.open:
+            self.result.failed += 1
+            return f"not attempted: {self.guard.reason or BREAKER_OPEN}"
+        if self.result.licence_stop and op.kind in SEAT_KINDS:
+            self.result.failed += 1
+            return f"not attempted, {LICENCE_STOP} earlier in this run"
+        return None
+
+    def _enter(self, op: Operation) -> str | None:
+        """Wait for a sending turn (alone while slow-starting); None, or why not to send."""
+        with self.lock:
+            while self.alone and self.in_flight and not self.aborted:
+                self.lock.wait()
+            stop = self._stopped(op)
+            if stop is None:
+                self.in_flight += 1
+            return stop
+
+    def _leave(self, ok: bool) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            self.alone = not ok
+            self.lock.notify_all()
+
+    def one(self, op: Operation) -> None:
+        store, run_id, result = self.store, self.run_id, self.result
+        started = time.monotonic()
+        with self.lock:
+            stop = self._stopped(op)
+        if stop:
+            store.record_attempt(run_id, op.op_id, outcome="failed", http_status=None,
+                                 error=stop, started=started)
+            return
+        if self.superseded_users:
+            later = [u for u in _user_targets(op) if key(u) in self.superseded_users]
+            keep = [u for u in _user_targets(op) if key(u) not in self.superseded_users]
+            if later and (op.kind is not OpKind.ADD_MEMBERS or not keep):
+                store.mark_operations(run_id, [op.op_id], "superseded")
+                with self.lock:
+                    result.superseded += 1
+                return
+            if later:
+                op = dataclasses.replace(op, params={**op.params, "users": keep})
+        refused = {u: self.untouchable[key(u)] for u in _user_targets(op)
+                   if key(u) in self.untouchable}
+        if refused:
+            remark = "; ".join(f"{u}: {why}" for u, why in refused.items())
+            with self.lock:
+                result.refused.append(f"{op.describe()}: {remark}")
+            log.warning("refused to touch %s (%s)", ", ".join(refused), op.describe())
+            keep = [u for u in _user_targets(op) if u not in refused]
+            if op.kind is not OpKind.ADD_MEMBERS or not keep:
+                store.record_attempt(run_id, op.op_id, outcome="skipped", http_status=None,
+                                     error=f"refused: {remark}", started=started)
+                return
+            op = dataclasses.replace(op, params={**op.params, "users": keep})
+        stop = self._enter(op)
+        if stop:
+            store.record_attempt(run_id, op.op_id, outcome="failed", http_status=None,
+                                 error=stop, started=started)
+            return
+        ok = False
+        try:
+            ok = self._send(op, list(refused), started)
+        finally:
+            self._leave(ok)
+
+    def _send(self, op: Operation, refused: list[str], started: float) -> bool:
+        """Send one operation and record its outcome; False when it failed."""
+        store, run_id, result = self.store, self.run_id, self.result
+        if op.kind not in MARKER_KINDS:  # a crash from here on leaves the mark behind
+            store.mark_operations(run_id, [op.op_id], STARTED)
+        change = _anchor_change(op)
+        anchors = None if change is None else {change[0]: change[1]}
+        try:
+            note = execute(self.client, op, notify=self.notify)
+        except ApiError as err:
+            if isinstance(err, BitbucketError) and _already_done(op, err):
+                with self.lock:
+                    result.done += 1
+                    self.guard.success()
+                store.record_attempt(run_id, op.op_id, outcome="done", http_status=err.status,
+                                     error=f"treated as done: {err.message}", started=started,
+                                     anchors=anchors)
+                return True
+            if isinstance(err, BitbucketError) and err.licence_limit and op.kind in SEAT_KINDS:
+                self._licence_refused(op, err, started)
+                return True  # not Bitbucket failing: the stop keeps further seats from going
+            with self.lock:
+                result.failed += 1
+                result.transient |= err.transient
+                result.errors.append(f"{op.describe()}: {err}")
+                opened = self.guard.failure(err)
+                if opened:
+                    result.breaker = opened
+            store.record_attempt(run_id, op.op_id, outcome="failed", http_status=err.status,
+                                 error=str(err), started=started)
+            log.error("%s failed: %s", op.describe(), err)
+            if opened:
+                log.error("%s", opened)
+            return False
+        http_status, remark = note or (None, None)
+        if refused:
+            remark = "; ".join(filter(None, [remark, f"refused: {', '.join(refused)}"]))
+        with self.lock:
+            result.done += 1
+            self.guard.success()
+        store.record_attempt(run_id, op.op_id, outcome="done", http_status=http_status,
+                             error=remark, started=started, anchors=anchors)
+        return True
+
+    def _licence_refused(self, op: Operation, err: BitbucketError, started: float) -> None:
+        """The first licence refusal names the seats missing and stops creates and additions;
+        one that was already in flight when it came is recorded with the same message."""
+        with self.lock:
+            first = self.result.licence_stop is None
+            self.result.failed += 1
+        if first:
+            rest = [o for o in self.todo[self.index[op.op_id] + 1:] if o.kind in SEAT_KINDS]
+            message = _licence_message(self.client, op, rest, err)
+            with self.lock:
+                self.result.licence_stop = self.result.licence_stop or message
+            log.error("%s", message)
+        self.store.record_attempt(self.run_id, op.op_id, outcome="failed",
+                                  http_status=err.status,
+                                  error=self.result.licence_stop or str(err), started=started)
 
 
 def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: str, batch: int,
                 *, notify: bool = False, superseded_by: str | None = None,
                 superseded_users: set[str] | None = None,
-                breaker: BreakerSettings | None = None) -> BatchResult:
-    """Run the batch's unfinished operations in plan order; never raises for one operation.
+                breaker: BreakerSettings | None = None,
+                workers: int | None = None) -> BatchResult:
+    """Run the batch's unfinished operations; never raises for one operation.
 
-    ``superseded_users`` (user keys) were planned for by a newer run: operations on them are
-    left to it (marked ``superseded``), and they are dropped from additions to a group."""
+    Operations go out ``workers`` at a time (default: the client's ``max_concurrency``), in
+    :func:`lanes`: those on the same user or group one after another in plan order, the others
+    side by side. ``superseded_users`` (user keys) were planned for by a newer run: operations
+    on them are left to it (marked ``superseded``), and they are dropped from additions to a
+    group."""
     result = BatchResult()
     guard = CircuitBreaker(breaker or BreakerSettings())
     ops = store.batch_operations(run_id, phase, batch)
@@ -302,85 +519,20 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
     result.already_done = sum(status == "done" for _, status in ops)
     if not todo:
         return result
-    client.preflight()  # once per client: pace to the server's rate limit
-    untouchable = untouchable_users(store, client, run_id)
+    _preflight(store, client, run_id)
     result.licence_stop = _licence_stop_elsewhere(store, run_id, {op.op_id for op in todo})
-    for index, op in enumerate(todo):
-        started = time.monotonic()
-        if guard.open:
-            _stop_rest(store, run_id, todo[index:], guard.reason or BREAKER_OPEN, result)
-            break
-        if result.licence_stop and op.kind in SEAT_KINDS:
-            store.record_attempt(run_id, op.op_id, outcome="failed", http_status=None,
-                                 error=f"not attempted, {LICENCE_STOP} earlier in this run",
-                                 started=started)
-            result.failed += 1
-            continue
-        if superseded_users:
-            later = [u for u in operation_users(op.kind, op.target, op.params)
-                     if key(u) in superseded_users]
-            keep = [u for u in _user_targets(op) if key(u) not in superseded_users]
-            if later and (op.kind is not OpKind.ADD_MEMBERS or not keep):
-                store.mark_operations(run_id, [op.op_id], "superseded")
-                result.superseded += 1
-                continue
-            if later:
-                op = dataclasses.replace(op, params={**op.params, "users": keep})  # noqa: PLW2901
-        refused = {u: untouchable[key(u)] for u in _user_targets(op) if key(u) in untouchable}
-        if refused:
-            remark = "; ".join(f"{u}: {why}" for u, why in refused.items())
-            result.refused.append(f"{op.describe()}: {remark}")
-            log.warning("refused to touch %s (%s)", ", ".join(refused), op.describe())
-            keep = [u for u in _user_targets(op) if u not in refused]
-            if op.kind is not OpKind.ADD_MEMBERS or not keep:
-                store.record_attempt(run_id, op.op_id, outcome="skipped", http_status=None,
-                                     error=f"refused: {remark}", started=started)
-                continue
-            op = dataclasses.replace(op, params={**op.params, "users": keep})  # noqa: PLW2901
-        if op.kind not in MARKER_KINDS:  # a crash from here on leaves the mark behind
-            store.mark_operations(run_id, [op.op_id], STARTED)
-        try:
-            note = execute(client, op, notify=notify)
-        except ApiError as err:
-            if isinstance(err, BitbucketError) and _already_done(op, err):
-                store.record_attempt(run_id, op.op_id, outcome="done", http_status=err.status,
-                                     error=f"treated as done: {err.message}", started=started)
-                result.done += 1
-                guard.success()
-            elif isinstance(err, BitbucketError) and err.licence_limit and op.kind in SEAT_KINDS:
-                rest = [o for o in todo[index + 1:] if o.kind in SEAT_KINDS]
-                result.licence_stop = _licence_message(client, op, rest, err)
-                store.record_attempt(run_id, op.op_id, outcome="failed", http_status=err.status,
-                                     error=result.licence_stop, started=started)
-                result.failed += 1
-                log.error("%s", result.licence_stop)
-                continue
-            else:
-                store.record_attempt(run_id, op.op_id, outcome="failed", http_status=err.status,
-                                     error=str(err), started=started)
-                result.failed += 1
-                result.transient |= err.transient
-                result.errors.append(f"{op.describe()}: {err}")
-                log.error("%s failed: %s", op.describe(), err)
-                if guard.failure(err):
-                    result.breaker = guard.reason
-                    log.error("%s", guard.reason)
-                continue
-        else:
-            guard.success()
-            http_status, remark = note or (None, None)
-            if refused:
-                remark = "; ".join(filter(None, [remark, f"refused: {', '.join(refused)}"]))
-            store.record_attempt(run_id, op.op_id, outcome="done", http_status=http_status,
-                                 error=remark, started=started)
-            result.done += 1
-        change = _anchor_change(op)
-        if change is not None:
-            idcs_id, name = change
-            if name is None:
-                store.drop_anchors([idcs_id])
-            else:
-                store.save_anchors(run_id, {idcs_id: name})
+    run = _BatchRun(store, client, run_id, todo, result, guard, notify=notify,
+                    superseded_users=superseded_users,
+                    untouchable=untouchable_users(store, client, run_id))
+    parallel = lanes(todo)
+    size = max(1, min(workers or client.settings.max_concurrency, len(parallel)))
+    if size == 1:
+        for lane in parallel:
+            run.lane(lane)
+    else:
+        with ThreadPoolExecutor(size, thread_name_prefix=f"apply-{phase}-{batch}") as pool:
+            for future in [pool.submit(run.lane, lane) for lane in parallel]:
+                future.result()
     log.info("batch %s/%d: %d done, %d already done, %d failed, %d refused%s", phase, batch,
              result.done, result.already_done, result.failed, len(result.refused),
              f"; stopped: {result.breaker}" if result.breaker else "")

@@ -231,7 +231,8 @@ class CircuitBreakerRules(_Strict):
 
 class ApplyRules(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=5000)] = 200
-    members_per_request: Annotated[int, Field(ge=1, le=1000)] = 100
+    # No documented maximum for add-users; 1000 is Bitbucket's largest page size (sync_rules.yaml)
+    members_per_request: Annotated[int, Field(ge=1, le=1000)] = 1000
     max_batches: Annotated[int, Field(ge=1, le=1024)] = 256
     circuit_breaker: CircuitBreakerRules = CircuitBreakerRules()
 

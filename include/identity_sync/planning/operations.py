@@ -109,19 +109,39 @@ class BatchRef:
     batch: int
     size: int
     label: str
+    batches: int = 1  # batches in its phase: how many apply tasks of it may run at once
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def assign_batches(ops: list[Operation], batch_size: int, max_batches: int) -> None:
-    """Number batches per phase, growing the batch size so no phase exceeds ``max_batches``
-    (Airflow fails a mapping of more than ``[core] max_map_length`` items)."""
+PARALLEL_SLOTS = 4  # apply batches that run at once (the bitbucket_api pool's slots)
+
+
+def assign_batches(ops: list[Operation], batch_size: int, max_batches: int,
+                   slots: int = PARALLEL_SLOTS) -> None:
+    """Number batches per phase: at most ``batch_size`` operations each (grown so no phase
+    exceeds ``max_batches``: Airflow fails a mapping of more than ``[core] max_map_length``
+    items), as many batches as a multiple of ``slots`` and equal in size (±1), so the phase
+    ends when its parallel slots do: 965 creates in 8 batches of 120-121, not 4 × 200 + 165
+    where the fifth runs alone. A phase that fits one batch stays one batch."""
     for phase in PHASE_ORDER:
         phase_ops = [op for op in ops if op.phase is phase]
-        size = max(batch_size, -(-len(phase_ops) // max_batches))
+        count = batch_count(len(phase_ops), batch_size, max_batches, slots)
         for index, op in enumerate(phase_ops):
-            op.batch = index // size
+            op.batch = index * count // len(phase_ops)
+
+
+def batch_count(n: int, batch_size: int, max_batches: int, slots: int = PARALLEL_SLOTS) -> int:
+    """How many batches ``n`` operations of one phase make (see :func:`assign_batches`)."""
+    if n == 0:
+        return 0
+    size = max(batch_size, -(-n // max_batches))
+    count = -(-n // size)
+    if count > 1 and slots > 1:
+        rounded = -(-count // slots) * slots
+        count = min(rounded, max_batches, n)
+    return count
 
 
 def batch_refs(run_id: str, ops: list[Operation]) -> dict[str, list[dict[str, Any]]]:
@@ -130,10 +150,12 @@ def batch_refs(run_id: str, ops: list[Operation]) -> dict[str, list[dict[str, An
     grouped: dict[tuple[str, int], list[Operation]] = {}
     for op in ops:
         grouped.setdefault((str(op.phase), op.batch), []).append(op)
+    per_phase: dict[str, int] = {}
+    for phase, _ in grouped:
+        per_phase[phase] = per_phase.get(phase, 0) + 1
     for (phase, batch), members in sorted(grouped.items()):
-        refs[phase].append(
-            BatchRef(run_id, phase, batch, len(members), _label(members)).to_dict()
-        )
+        refs[phase].append(BatchRef(run_id, phase, batch, len(members), _label(members),
+                                    per_phase[phase]).to_dict())
     return refs
 
 
