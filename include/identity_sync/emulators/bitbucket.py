@@ -224,7 +224,9 @@ def _name_list(call: Call) -> list[str]:
 
 
 def list_users(call: Call) -> Response:
-    return _users_page(call, call.state.sorted_users())
+    """Filtered before sorting: a ``find_user`` per subset user must not sort everyone."""
+    users = filter_users(call.state.users.values(), call.param("filter"))
+    return _users_page(call, call.state.sorted_users(users))
 
 
 def create_user(call: Call) -> Response:
@@ -314,7 +316,7 @@ def delete_group(call: Call) -> Response:
 def group_members(call: Call) -> Response:
     """A missing group is 404 NoSuchGroupException (the spec lists only 401)."""
     ids = call.state.members_of(call.state.group(call.required("context")))
-    return _users_page(call, [u for u in call.state.sorted_users() if u.id in ids])
+    return _users_page(call, call.state.sorted_members(ids))
 
 
 def group_non_members(call: Call) -> Response:

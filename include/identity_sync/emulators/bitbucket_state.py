@@ -147,6 +147,7 @@ class BitbucketState:
         self.captcha: set[int] = set()  # ids of users facing a CAPTCHA at login
         # user id -> personal access tokens {"id", "name", "createdDate"}, oldest first.
         self.tokens: dict[int, list[dict[str, Any]]] = {}
+        self._by_id: dict[int, User] = {}  # a cache, checked on use (see sorted_members)
         self.clear()
 
     # ---- EmulatorState protocol -------------------------------------------------------------
@@ -291,8 +292,31 @@ class BitbucketState:
     def group_rank(self, group: Group) -> int:
         return RANK.get(self.group_perms.get(_key(group.name), ""), 0)
 
-    def sorted_users(self) -> list[User]:
-        return sorted(self.users.values(), key=lambda u: (_key(u.name), u.name))
+    def sorted_users(self, users: Iterable[User] | None = None) -> list[User]:
+        """``users`` (default: everyone) in listing order. Select first, then sort: sorting
+        every user to answer a filtered or per-group listing made each one O(n log n)."""
+        chosen = self.users.values() if users is None else users
+        return sorted(chosen, key=lambda u: (_key(u.name), u.name))
+
+    def sorted_members(self, ids: set[int]) -> list[User]:
+        """Users with ``ids``, in listing order: select first, then sort only the members (a
+        group listing used to sort every user on every page)."""
+        members = self._cached_users(ids)
+        if members is None:  # a user was added, deleted or reloaded since: rebuild the index
+            self._by_id = {u.id: u for u in self.users.values()}
+            members = [self._by_id[i] for i in ids if i in self._by_id]
+        return self.sorted_users(members)
+
+    def _cached_users(self, ids: set[int]) -> list[User] | None:
+        """The users with ``ids`` from the id index, or None if the index is stale for any of
+        them (O(members), not O(users): no write has to keep the index up to date)."""
+        found = []
+        for uid in ids:
+            user = self._by_id.get(uid)
+            if user is None or self.users.get(_key(user.name)) is not user:
+                return None
+            found.append(user)
+        return found
 
     def sorted_groups(self) -> list[Group]:
         return sorted(self.groups.values(), key=lambda g: (_key(g.name), g.name))
@@ -301,7 +325,13 @@ class BitbucketState:
         return self.members[_key(group.name)]
 
     def licensed_ids(self) -> set[int]:
-        return {u.id for u in self.users.values() if self.rank(u) >= LICENSED}
+        """Users whose effective permission is at least LICENSED_USER, gathered from the
+        licensing grants (not by ranking every user: that is O(users x groups) per call)."""
+        ids = {uid for uid, perm in self.user_perms.items() if RANK.get(perm, 0) >= LICENSED}
+        for gkey, perm in self.group_perms.items():
+            if RANK.get(perm, 0) >= LICENSED:
+                ids |= self.members.get(gkey, set())
+        return ids & {u.id for u in self.users.values()}
 
     # ---- users ------------------------------------------------------------------------------
 
@@ -521,11 +551,15 @@ class BitbucketState:
 
     @contextmanager
     def _licence_guard(self) -> Iterator[None]:
-        """Undo the change and answer 403 if it licenses new users beyond the licence limit."""
+        """Undo the change and answer 403 if it licenses new users beyond the licence limit.
+
+        Without a limit there is nothing to check: return before any O(state) work, which
+        made every create and add-users cost O(users) and a cold sync quadratic (issue 10)."""
+        if self.license_limit is None:
+            yield
+            return
         before, snap = self.licensed_ids(), self._snapshot()
         yield
-        if self.license_limit is None:
-            return
         after = self.licensed_ids()
         if after - before and len(after) > self.license_limit:
             self._restore(snap)
