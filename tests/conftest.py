@@ -89,8 +89,10 @@ def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _loggers_enabled() -> None:
     """Airflow's logging config (applied by whichever test first runs a DAG) disables the loggers
-    that existed before it; tests that read our log lines must not depend on test order."""
+    that existed before it, and the benchmark harness (run in-process by tests/bench) quiets
+    ``identity_sync``: tests that read our log lines must not depend on test order."""
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if isinstance(logger, logging.Logger) and name.startswith(("identity_sync", "urllib3")):
             logger.disabled = False
             logger.propagate = True
+            logger.setLevel(logging.NOTSET)
