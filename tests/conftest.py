@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -34,10 +36,23 @@ def require_service(name: str, host: str, port: int) -> None:
         with socket.create_connection((host, port), timeout=2):
             return
     except OSError as exc:
-        message = f"{name} is not reachable on {host}:{port} ({exc})"
+        unavailable(f"{name} is not reachable on {host}:{port} ({exc})", "start it to run this test")
+
+
+def require_command(name: str, package: str) -> str:
+    """Like ``require_service`` for a program on PATH; returns its path."""
+    path = shutil.which(name)
+    if not path:
+        unavailable(f"{name} is not installed (Debian package {package})",
+                    "install it to run this test")
+    return str(path)
+
+
+def unavailable(message: str, remedy: str) -> NoReturn:
+    """A test's service or program is missing: skip on a developer machine, fail under CI=true."""
     if IN_CI:
         pytest.fail(f"{message}; CI must provide it")
-    pytest.skip(f"{message}; start it to run this test")
+    pytest.skip(f"{message}; {remedy}")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -26,7 +25,7 @@ from identity_sync.emulators.bitbucket import DEMO_ADMIN_PASSWORD, DEMO_ADMIN_US
 from identity_sync.emulators.idcs import DEMO_APP_ID, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from identity_sync_airflow.hooks import AuditStoreHook, BitbucketHook, IdcsHook
 from identity_sync_airflow.tasks import BITBUCKET_POOL, SYNC_DAG_ID
-from tests.conftest import IN_CI, require_service
+from tests.conftest import require_command, require_service
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -36,17 +35,6 @@ AIRFLOW_SERVICES = {"airflow-apiserver": "api-server", "airflow-scheduler": "sch
                     "airflow-worker": "celery worker"}
 DEMO_SERVICES = {"emulators", "demo-sync"}
 VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")  # $${X} is the container's
-
-
-def require_command(name: str) -> str:
-    """Like ``require_service`` for a program: skip when absent locally, fail under CI=true."""
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"{name} is not installed (Debian package docker-compose)"
-    if IN_CI:
-        pytest.fail(f"{message}; CI must provide it")
-    pytest.skip(f"{message}; install it to run this test")
 
 
 def command_line(service: dict[str, Any]) -> str:
@@ -70,7 +58,7 @@ def env_file(path: Path) -> dict[str, str]:
 def compose_config(env_path: Path) -> subprocess.CompletedProcess:
     """``docker-compose config`` on the project's file, reading variables only from ``env_path``."""
     return subprocess.run(
-        [require_command("docker-compose"), "--env-file", str(env_path), "--profile", "demo",
+        [require_command("docker-compose", "docker-compose"), "--env-file", str(env_path), "--profile", "demo",
          "-f", str(COMPOSE_FILE), "config"],
         capture_output=True, text=True, cwd=ROOT, env={"PATH": os.environ["PATH"]}, timeout=120,
         check=False)
@@ -312,7 +300,7 @@ def test_dockerfile_installs_the_lock() -> None:
 
 def test_postgres_init_script_creates_the_audit_database() -> None:
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    require_command("psql")
+    require_command("psql", "postgresql-client")
     import psycopg
 
     user = os.environ.get("IDSYNC_TEST_PG_USER", "postgres")

@@ -27,7 +27,7 @@ from identity_sync.emulators.idcs import DEMO_APP_ID, DEMO_CLIENT_ID, DEMO_CLIEN
 from identity_sync.emulators.serve import Emulators, start_emulators
 from identity_sync_airflow.standalone import admin_password, start_standalone, stop, wait_ready
 
-from ..conftest import IN_CI
+from ..conftest import unavailable
 from ..e2e.test_sync_dag import expected_state
 
 pytestmark = pytest.mark.browser
@@ -46,10 +46,7 @@ def require_chromium() -> None:
     """Skip without a browser on a developer machine; fail under CI=true (CI installs it)."""
     if CHROMIUM.exists():
         return
-    message = f"{CHROMIUM} is missing (install Debian's chromium package)"
-    if IN_CI:
-        pytest.fail(f"{message}; CI must provide it")
-    pytest.skip(message)
+    unavailable(f"{CHROMIUM} is missing", "install Debian's chromium package")
 
 
 def free_port() -> int:
