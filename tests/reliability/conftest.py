@@ -108,11 +108,12 @@ class Env:
     # -- the sync ---------------------------------------------------------------------------
     def run(self, run_id: str, *, bb: BitbucketClient | None = None,
             idcs: IdcsClient | None = None, rules: SyncRules | None = None,
-            approve: bool = False, task_retries: int = 3,
+            approve: bool = False, task_retries: int = 3, apply_retries: int | None = None,
             breaker: BreakerSettings | None = None,
             before_apply: Callable[[], None] | None = None) -> RunResult:
         """One sync run, start to finish, as the DAG would run it; ``before_apply`` runs
-        between the plan and the first write (to break something at that moment)."""
+        between the plan and the first write (to break something at that moment);
+        ``apply_retries`` (default ``task_retries``) are the apply tasks' own retries."""
         rules = rules or self.rules
         bb, idcs = bb or self.bitbucket(), idcs or self.idcs()
         store = self.store
@@ -139,7 +140,8 @@ class Env:
         result = RunResult(run_id, "", None)
         if before_apply is not None:
             before_apply()
-        self.apply(batches, bb, result, task_retries, breaker)
+        self.apply(batches, bb, result,
+                   task_retries if apply_retries is None else apply_retries, breaker)
         summary = pipeline.finish(store, run_id)
         result.status, result.message = summary["status"], summary["message"]
         return result
