@@ -11,9 +11,11 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +45,18 @@ RUN_TABLES = (t.operation_attempts, t.plan_operations, t.run_artifacts, t.dq_res
 METRIC_COLUMNS = ("requests", "pages", "bytes", "retries", "throttled", "errors", "seconds")
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One try of one operation, as :meth:`AuditStore.write_progress` records it."""
+
+    op_id: str
+    outcome: str
+    http_status: int | None
+    error: str | None
+    duration_ms: int
+    anchors: dict[str, str | None] | None = None
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -57,7 +71,13 @@ class AuditStore:
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         self.engine: Engine = create_engine(url, **kwargs)
+        # SQLite has one writer at a time, and a writer kept waiting sleeps in its busy handler
+        # in steps of up to 100 ms, long after the lock (held ~1 ms) came free: the apply's
+        # threads spent most of their time there. Queue this process's writers on a lock that
+        # wakes the next one at once; other processes still wait on the busy timeout.
+        self._writers: AbstractContextManager[Any] = nullcontext()
         if url.startswith("sqlite"):
+            self._writers = threading.RLock()
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         if migrate:
@@ -70,7 +90,8 @@ class AuditStore:
     def _begin(self) -> Iterator[Connection]:
         """A write transaction (on SQLite it holds the write lock from its first statement, so a
         read-then-write cannot be overtaken by another writer)."""
-        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        with self._writers, self.engine.connect().execution_options(**WRITE) as conn, \
+                conn.begin():
             yield conn
 
     # -- generic upsert --------------------------------------------------------------------------
@@ -190,33 +211,53 @@ class AuditStore:
         """Append attempt N+1 for the operation and set the operation's status; returns N+1.
 
         ``anchors`` (IDCS id -> Bitbucket name, None to drop) are saved in the same transaction:
-        an operation's outcome and the identity it implies are committed together, and the apply
-        waits for the write lock once per operation instead of twice.
+        an operation's outcome and the identity it implies are committed together."""
+        attempt = Attempt(op_id, outcome, http_status, error,
+                          int((time.monotonic() - started) * 1000), anchors)
+        return self.write_progress(run_id, attempts=[attempt])[0]
+
+    def write_progress(self, run_id: str, *, attempts: Sequence[Attempt] = (),
+                       marks: Sequence[tuple[str, str]] = ()) -> list[int]:
+        """In one transaction: append the ``attempts`` (numbered after each operation's last)
+        with their statuses and anchors, and set the ``marks`` (op_id, status); returns the
+        attempt numbers. The apply's threads share such transactions (:mod:`.group_commit`).
 
         Two writers racing for the same number (a task and its zombie, say) cannot both win the
         primary key: the loser's transaction rolls back and it takes the next number."""
-        c = t.operation_attempts.c
-        duration_ms = int((time.monotonic() - started) * 1000)
+        c, p = t.operation_attempts.c, t.plan_operations.c
+        op_ids = sorted({a.op_id for a in attempts})
         for tries in range(ATTEMPT_RETRIES):
             try:
                 with self._begin() as conn:
-                    # PostgreSQL: queue writers of the same operation on its plan row (SQLite's
-                    # BEGIN IMMEDIATE already serialises them; it ignores FOR UPDATE).
-                    conn.execute(select(t.plan_operations.c.op_id).where(
-                        t.plan_operations.c.run_id == run_id,
-                        t.plan_operations.c.op_id == op_id).with_for_update())
-                    last = conn.execute(select(func.max(c.attempt)).where(
-                        c.run_id == run_id, c.op_id == op_id)).scalar() or 0
                     now = utcnow()
-                    conn.execute(t.operation_attempts.insert().values(
-                        run_id=run_id, op_id=op_id, attempt=last + 1, outcome=outcome,
-                        http_status=http_status, error=error, duration_ms=duration_ms, at=now))
-                    conn.execute(update(t.plan_operations).where(
-                        t.plan_operations.c.run_id == run_id, t.plan_operations.c.op_id == op_id,
-                    ).values(status=outcome, updated_at=now))
+                    last: dict[str, int] = {}
+                    if op_ids:
+                        # PostgreSQL: queue writers of the same operations on their plan rows,
+                        # locked in one order (SQLite's BEGIN IMMEDIATE already serialises).
+                        conn.execute(select(p.op_id).where(p.run_id == run_id, p.op_id.in_(
+                            op_ids)).order_by(p.op_id).with_for_update())
+                        last = dict(conn.execute(select(c.op_id, func.max(c.attempt)).where(
+                            c.run_id == run_id, c.op_id.in_(op_ids)).group_by(c.op_id)).all())
+                    numbers, rows, anchors = [], [], {}
+                    for a in attempts:
+                        last[a.op_id] = number = (last.get(a.op_id) or 0) + 1
+                        numbers.append(number)
+                        rows.append({"run_id": run_id, "op_id": a.op_id, "attempt": number,
+                                     "outcome": a.outcome, "http_status": a.http_status,
+                                     "error": a.error, "duration_ms": a.duration_ms, "at": now})
+                        anchors.update(a.anchors or {})
+                    if rows:
+                        conn.execute(t.operation_attempts.insert(), rows)
+                    status: dict[str, str] = {a.op_id: a.outcome for a in attempts}
+                    status.update(dict(marks))
+                    for value in sorted(set(status.values())):
+                        conn.execute(update(t.plan_operations).where(
+                            p.run_id == run_id,
+                            p.op_id.in_([o for o, v in status.items() if v == value]),
+                        ).values(status=value, updated_at=now))
                     if anchors:
                         self._write_anchors(conn, run_id, anchors, now)
-                return last + 1
+                return numbers
             except IntegrityError:  # no plan row to lock, and another writer took the number
                 if tries == ATTEMPT_RETRIES - 1:
                     raise

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..audit.group_commit import GroupCommit
 from ..audit.store import AuditStore
 from ..bitbucket.client import BitbucketClient, BitbucketError
 from ..bitbucket.licence import seats_missing
@@ -341,6 +342,7 @@ class _BatchRun:
                  notify: bool, superseded_users: set[str] | None,
                  untouchable: dict[str, str]) -> None:
         self.store, self.client, self.run_id, self.todo = store, client, run_id, todo
+        self.audit = GroupCommit(store, run_id)
         self.result, self.guard, self.notify = result, guard, notify
         self.superseded_users, self.untouchable = superseded_users, untouchable
         self.index = {op.op_id: i for i, op in enumerate(todo)}
@@ -389,19 +391,19 @@ class _BatchRun:
             self.lock.notify_all()
 
     def one(self, op: Operation) -> None:
-        store, run_id, result = self.store, self.run_id, self.result
+        result = self.result
         started = time.monotonic()
         with self.lock:
             stop = self._stopped(op)
         if stop:
-            store.record_attempt(run_id, op.op_id, outcome="failed", http_status=None,
+            self.audit.record_attempt(op.op_id, outcome="failed", http_status=None,
                                  error=stop, started=started)
             return
         if self.superseded_users:
             later = [u for u in _user_targets(op) if key(u) in self.superseded_users]
             keep = [u for u in _user_targets(op) if key(u) not in self.superseded_users]
             if later and (op.kind is not OpKind.ADD_MEMBERS or not keep):
-                store.mark_operations(run_id, [op.op_id], "superseded")
+                self.audit.mark(op.op_id, "superseded")
                 with self.lock:
                     result.superseded += 1
                 return
@@ -416,13 +418,13 @@ class _BatchRun:
             log.warning("refused to touch %s (%s)", ", ".join(refused), op.describe())
             keep = [u for u in _user_targets(op) if u not in refused]
             if op.kind is not OpKind.ADD_MEMBERS or not keep:
-                store.record_attempt(run_id, op.op_id, outcome="skipped", http_status=None,
+                self.audit.record_attempt(op.op_id, outcome="skipped", http_status=None,
                                      error=f"refused: {remark}", started=started)
                 return
             op = dataclasses.replace(op, params={**op.params, "users": keep})
         stop = self._enter(op)
         if stop:
-            store.record_attempt(run_id, op.op_id, outcome="failed", http_status=None,
+            self.audit.record_attempt(op.op_id, outcome="failed", http_status=None,
                                  error=stop, started=started)
             return
         ok = False
@@ -433,9 +435,9 @@ class _BatchRun:
 
     def _send(self, op: Operation, refused: list[str], started: float) -> bool:
         """Send one operation and record its outcome; False when it failed."""
-        store, run_id, result = self.store, self.run_id, self.result
+        result = self.result
         if op.kind not in MARKER_KINDS:  # a crash from here on leaves the mark behind
-            store.mark_operations(run_id, [op.op_id], STARTED)
+            self.audit.mark(op.op_id, STARTED)
         change = _anchor_change(op)
         anchors = None if change is None else {change[0]: change[1]}
         try:
@@ -445,7 +447,7 @@ class _BatchRun:
                 with self.lock:
                     result.done += 1
                     self.guard.success()
-                store.record_attempt(run_id, op.op_id, outcome="done", http_status=err.status,
+                self.audit.record_attempt(op.op_id, outcome="done", http_status=err.status,
                                      error=f"treated as done: {err.message}", started=started,
                                      anchors=anchors)
                 return True
@@ -459,7 +461,7 @@ class _BatchRun:
                 opened = self.guard.failure(err)
                 if opened:
                     result.breaker = opened
-            store.record_attempt(run_id, op.op_id, outcome="failed", http_status=err.status,
+            self.audit.record_attempt(op.op_id, outcome="failed", http_status=err.status,
                                  error=str(err), started=started)
             log.error("%s failed: %s", op.describe(), err)
             if opened:
@@ -471,7 +473,7 @@ class _BatchRun:
         with self.lock:
             result.done += 1
             self.guard.success()
-        store.record_attempt(run_id, op.op_id, outcome="done", http_status=http_status,
+        self.audit.record_attempt(op.op_id, outcome="done", http_status=http_status,
                              error=remark, started=started, anchors=anchors)
         return True
 
@@ -487,7 +489,7 @@ class _BatchRun:
             with self.lock:
                 self.result.licence_stop = self.result.licence_stop or message
             log.error("%s", message)
-        self.store.record_attempt(self.run_id, op.op_id, outcome="failed",
+        self.audit.record_attempt(op.op_id, outcome="failed",
                                   http_status=err.status,
                                   error=self.result.licence_stop or str(err), started=started)
 
