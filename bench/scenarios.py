@@ -82,7 +82,7 @@ def run_scenario(scenario: Scenario, settings: Settings) -> list[RunRecord]:
             bench = PipelineBench(scenario.name, pair, f"sqlite:///{Path(tmp) / 'audit.db'}",
                                   limits=limits, apply_workers=settings.apply_workers)
             bench.changes = scenario.changes
-            records = _pipeline_runs(bench, pair, settings)
+            records = _pipeline_runs(bench, pair, settings, limits)
             if imports > 1 and records:
                 records[0].notes.append(f"one-off imports before the first run (Great "
                                         f"Expectations): {imports:.1f}s, not in the wall time")
@@ -105,10 +105,14 @@ def _configure(pair: EmulatorPair, scenario: Scenario, settings: Settings) -> Li
     return Limits(settings.latency, settings.connections)
 
 
-def _pipeline_runs(bench: PipelineBench, pair: EmulatorPair,
-                   settings: Settings) -> list[RunRecord]:
+def _pipeline_runs(bench: PipelineBench, pair: EmulatorPair, settings: Settings,
+                   limits: Limits) -> list[RunRecord]:
     records = []
-    for run in settings.runs:
+    for n, run in enumerate(settings.runs):
+        if n and limits.rate_fill:
+            # Scheduled runs are minutes apart: let Bitbucket's bucket fill up again, or the
+            # next run would start its burst into the one the last run just spent.
+            time.sleep((limits.rate_capacity or 0) / limits.rate_fill)
         log.info("  %s: %s", bench.scenario, run)
         if run == "initial":
             record = bench.sync("initial", mode="full")

@@ -52,7 +52,7 @@ class HttpSettings:
     # server's own settings are read; off when the account is allow-listed or limiting is off.
     rate_limit_capacity: float | None = None
     rate_limit_fill_rate: float | None = None
-    rate_limit_margin: float = 0.9
+    rate_limit_margin: float = 0.95
     # Clients that share the account's server-side bucket at once (the parallel apply tasks, the
     # ``bitbucket_api`` pool's slots): each paces to 1/share of the bucket's burst and refill, so
     # together they stay inside it instead of overrunning it share-fold.

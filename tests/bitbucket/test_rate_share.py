@@ -28,12 +28,12 @@ LIMIT = {"capacity": 20, "fillRate": 50}
 def test_each_client_paces_to_its_share_of_the_bucket() -> None:
     client = BitbucketClient("http://127.0.0.1:9", "u", "p",
                              settings=HttpSettings(rate_limit_share=4))
-    assert client.transport.limiter is not None  # Bitbucket's documented 60 / 5 per s, × 0.9
-    assert (client.transport.limiter.capacity, client.transport.limiter.fill_rate) == (13.5,
-                                                                                        1.125)
+    assert client.transport.limiter is not None  # Bitbucket's documented 60 / 5 per s, × 0.95
+    assert (client.transport.limiter.capacity, client.transport.limiter.fill_rate) == (14.25,
+                                                                                        1.1875)
     client.share_rate_limit(2)
-    assert (client.transport.limiter.capacity, client.transport.limiter.fill_rate) == (27.0,
-                                                                                        2.25)
+    assert (client.transport.limiter.capacity, client.transport.limiter.fill_rate) == (28.5,
+                                                                                        2.375)
     off = BitbucketClient("http://127.0.0.1:9", "u", "p",
                           settings=HttpSettings(rate_limit_fill_rate=0))
     off.share_rate_limit(4)

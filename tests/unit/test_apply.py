@@ -318,7 +318,7 @@ def test_later_batches_reuse_the_runs_preflight(served, store) -> None:
     assert sum(calls.values()) == 1  # the create only
     assert other.preflight_report.client_rate == client.preflight_report.client_rate
     assert other.transport.limiter is not None
-    assert (other.transport.limiter.capacity, other.transport.limiter.fill_rate) == (54.0, 4.5)
+    assert (other.transport.limiter.capacity, other.transport.limiter.fill_rate) == (57.0, 4.75)
     assert other.transport.stats["paced_seconds"] > 0  # no fresh burst: the run spent it
     assert client.transport.stats["paced_seconds"] == 0  # the first batch had the burst
 
