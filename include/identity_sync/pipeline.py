@@ -18,7 +18,14 @@ from .bitbucket.client import BitbucketClient
 from .bitbucket.state import read_state
 from .idcs.client import IdcsClient
 from .idcs.extract import extract_full
-from .loading.apply import BatchResult, apply_batch, close_unfinished, undone_operations
+from .loading.apply import (
+    READ_ONLY_USERS,
+    BatchResult,
+    apply_batch,
+    close_unfinished,
+    read_only_users,
+    undone_operations,
+)
 from .loading.breaker import BreakerSettings
 from .mapping.rules import SyncRules
 from .mapping.transform import build_desired_state, map_group_names
@@ -283,7 +290,10 @@ def read_bitbucket(store: AuditStore, run_id: str, client: BitbucketClient) -> d
         state = read_subset_state(client, names, desired.groups_to_read())
     else:
         state = read_state(client, desired.groups_to_read())
-    store.put_artifact(run_id, CURRENT, state.to_dict(), len(state.users))
+    payload = state.to_dict()
+    store.put_artifact(run_id, CURRENT, payload, len(state.users))
+    read_only = read_only_users(payload["users"])
+    store.put_artifact(run_id, READ_ONLY_USERS, read_only, len(read_only))
     return {"users": len(state.users), "groups": len(state.groups),
             "requests": client.requests_made}
 

@@ -81,6 +81,7 @@ plan_operations = Table(
     Column("planned_at", DateTime(timezone=True)),  # first time the plan held it; never reset
     Index("ix_plan_operations_target", "target"),
     Index("ix_plan_operations_idcs_id", "idcs_id"),
+    Index("ix_plan_operations_batch", "run_id", "phase", "batch", "seq"),
 )
 
 operation_attempts = Table(

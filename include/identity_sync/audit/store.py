@@ -99,25 +99,23 @@ class AuditStore:
                 | None = None) -> None:
         if not rows:
             return
-        keys = [c.name for c in table.primary_key.columns]
-        dialect = self.engine.dialect.name
-        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        keys = {c.name for c in table.primary_key.columns}
         cols = list(update_cols) if update_cols is not None else [
             c for c in rows[0] if c not in keys]
-        stmt = (insert.on_conflict_do_update(index_elements=keys,
-                                             set_={c: insert.excluded[c] for c in cols})
-                if cols else insert.on_conflict_do_nothing(index_elements=keys))
+        stmt = self._upsert_stmt(table, cols)
         with self._begin() as conn:
             for start in range(0, len(rows), 5000):
                 conn.execute(stmt, rows[start : start + 5000])
 
-    def _upsert_stmt(self, table: Table, rows: list[dict[str, Any]],
-                     update_cols: list[str]) -> Any:
-        """The dialect's insert-or-update on ``table``'s primary key, for one transaction."""
+    def _upsert_stmt(self, table: Table, update_cols: list[str]) -> Any:
+        """The dialect's insert-or-update (insert-or-ignore without ``update_cols``) on
+        ``table``'s primary key, executed with a list of rows: one compiled form, cached."""
         keys = [c.name for c in table.primary_key.columns]
         dialect = self.engine.dialect.name
         insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-        return insert.values(rows).on_conflict_do_update(
+        if not update_cols:
+            return insert.on_conflict_do_nothing(index_elements=keys)
+        return insert.on_conflict_do_update(
             index_elements=keys, set_={c: insert.excluded[c] for c in update_cols})
 
     # -- runs ------------------------------------------------------------------------------------
@@ -280,6 +278,21 @@ class AuditStore:
             out.setdefault(kind, {})[status] = n
         return out
 
+    def failing_with(self, run_id: str, error_prefix: str) -> dict[str, str]:
+        """op_id -> error, for the run's operations whose latest attempt failed with an error
+        starting ``error_prefix``. Asked per apply batch, so the database does the scan."""
+        c = t.operation_attempts.c
+        with self.engine.connect() as conn:
+            found = conn.execute(select(c.op_id, c.attempt, c.error).where(
+                c.run_id == run_id, c.outcome == "failed",
+                c.error.startswith(error_prefix, autoescape=True))).all()
+            if not found:
+                return {}
+            latest = dict(conn.execute(select(c.op_id, func.max(c.attempt)).where(
+                c.run_id == run_id, c.op_id.in_({r.op_id for r in found}))
+                .group_by(c.op_id)).all())
+        return {r.op_id: r.error for r in found if latest.get(r.op_id) == r.attempt}
+
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
         c = t.operation_attempts.c
         with self.engine.connect() as conn:
@@ -307,8 +320,8 @@ class AuditStore:
                  "last_run_id": run_id, "updated_at": now} for i, n in anchors.items() if n]
         drop = [i for i, n in anchors.items() if not n]
         if keep:
-            conn.execute(self._upsert_stmt(t.identity_anchors, keep,
-                                           ["bitbucket_name", "last_run_id", "updated_at"]))
+            conn.execute(self._upsert_stmt(
+                t.identity_anchors, ["bitbucket_name", "last_run_id", "updated_at"]), keep)
         if drop:
             conn.execute(t.identity_anchors.delete().where(
                 t.identity_anchors.c.idcs_id.in_(drop)))

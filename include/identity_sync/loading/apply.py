@@ -197,21 +197,29 @@ def _anchor_change(op: Operation) -> tuple[str, str | None] | None:
 # ---- what the sync must never touch, and the licence stop ---------------------------------
 
 CURRENT_STATE = "bitbucket_state"  # the run artifact read_bitbucket writes (pipeline.CURRENT)
+READ_ONLY_USERS = "bitbucket_read_only_users"  # and this one, small: see untouchable_users
 LICENCE_STOP = "licence limit reached"
 SEAT_KINDS = (OpKind.CREATE_USER, OpKind.ADD_MEMBERS)  # what a licence limit stops
 
 
+def read_only_users(users: list[dict[str, Any]]) -> dict[str, str]:
+    """User key -> why: Bitbucket users of read-only directories (``BitbucketState.to_dict``
+    users), which the sync must not touch."""
+    return {key(u["name"]): f"from read-only directory {u.get('directory')!r}"
+            for u in users if not u.get("mutable", True)}
+
+
 def untouchable_users(store: AuditStore, client: BitbucketClient, run_id: str) -> dict[str, str]:
     """User key -> why the sync must leave the user alone: the service account itself, and
-    users of read-only directories (from the state this run read; none known without it)."""
-    out: dict[str, str] = {}
+    users of read-only directories (from the state this run read; none known without it).
+    read_bitbucket saves them apart, so a batch need not load the whole state to know them."""
     try:
-        users = store.get_artifact(run_id, CURRENT_STATE).get("users", [])
-    except KeyError:
-        users = []
-    for user in users:
-        if not user.get("mutable", True):
-            out[key(user["name"])] = f"from read-only directory {user.get('directory')!r}"
+        out = dict(store.get_artifact(run_id, READ_ONLY_USERS))
+    except KeyError:  # a run read before that artifact existed
+        try:
+            out = read_only_users(store.get_artifact(run_id, CURRENT_STATE).get("users", []))
+        except KeyError:
+            out = {}
     out[key(client.username)] = "the service account the sync runs as"
     return out
 
@@ -223,15 +231,9 @@ def _user_targets(op: Operation) -> list[str]:
 def _licence_stop_elsewhere(store: AuditStore, run_id: str, batch_ops: set[str]) -> str | None:
     """A licence stop recorded by another batch of this run and not since cleared (its
     operation's latest attempt is still the refusal). Retrying this batch tries again."""
-    latest: dict[str, dict[str, Any]] = {}
-    for attempt in store.attempts(run_id):
-        latest[attempt["op_id"]] = attempt  # ordered by op, attempt
-    for op_id, attempt in latest.items():
-        error = attempt.get("error") or ""
-        if op_id not in batch_ops and attempt["outcome"] == "failed" \
-                and error.startswith(f"{LICENCE_STOP}:"):
-            return error
-    return None
+    stops = store.failing_with(run_id, f"{LICENCE_STOP}:")
+    return next((error for op_id, error in sorted(stops.items()) if op_id not in batch_ops),
+                None)
 
 
 def _licence_message(client: BitbucketClient, failed: Operation, rest: list[Operation],
