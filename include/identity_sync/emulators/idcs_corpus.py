@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .idcs import DEMO_APP_ID, GRANT_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
+from .idcs_common import DEMO_APP_ID, GRANT_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
 
 Dump = dict[str, Any]
 NAMES = [("Alice", "Adams"), ("Bruno", "Bauer"), ("Carol", "Carter"), ("Dmitri", "Dorn"),

@@ -1,10 +1,11 @@
 """HTTP endpoints of the IDCS emulator beyond reads: writes, ``UserStatusChanger``, ``Bulk`` and
 the SCIM discovery endpoints (``ServiceProviderConfig``, ``ResourceTypes``, ``Schemas``).
 
-Why here: :mod:`.idcs` holds the state and the read path; this module turns HTTP requests into
-:class:`~.idcs_writes.TenantWriter` calls and answers the way IDCS does: 201 with ``Location``
-and ``ETag`` on create, 200 with ``ETag`` on PUT/PATCH, 204 on DELETE, 412 when ``If-Match``
-names an old version, 413 over 1 MB, 415 for a body that is not JSON.
+Why here: :mod:`.idcs_state` holds the state, :mod:`.idcs` / :mod:`.idcs_search` the read path;
+this module turns HTTP requests into :class:`~.idcs_writes.TenantWriter` calls and answers the
+way IDCS does: 201 with ``Location`` and ``ETag`` on create, 200 with ``ETag`` on PUT/PATCH, 204
+on DELETE, 412 when ``If-Match`` names an old version, 413 over 1 MB, 415 for a body that is not
+JSON.
 """
 
 from __future__ import annotations
@@ -17,15 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .idcs import (
-    LIST_SCHEMA,
-    Query,
-    ScimError,
-    SearchEngine,
-    make_query,
-    parse_selection,
-    scim_response,
-)
+from .idcs_common import LIST_SCHEMA, ScimError, scim_response
+from .idcs_projection import parse_selection
 from .idcs_schemas import (
     BULK_MAX_OPERATIONS,
     MAX_PAYLOAD_BYTES,
@@ -35,6 +29,7 @@ from .idcs_schemas import (
     resource_type_body,
     service_provider_config,
 )
+from .idcs_search import Query, SearchEngine, make_query
 from .idcs_writes import TenantWriter, WriteError
 
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"

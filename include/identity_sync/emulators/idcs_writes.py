@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import scim_filter
+from .idcs_common import ALL_USERS_ID, ALL_USERS_NAME
 from .idcs_patch import Patcher, PatchError
 from .idcs_schemas import (
     CORE_GROUP,
@@ -36,7 +37,7 @@ from .idcs_schemas import (
 )
 
 if TYPE_CHECKING:
-    from .idcs import IdcsState
+    from .idcs_state import IdcsState
 
 STATUS_CHANGER_SCHEMA = "urn:ietf:params:scim:schemas:oracle:idcs:UserStatusChanger"
 SERVER_MANAGED = frozenset({"id", "meta", "schemas", "ocid", "idcscreatedby",
@@ -45,7 +46,7 @@ SERVER_MANAGED = frozenset({"id", "meta", "schemas", "ocid", "idcscreatedby",
 
 
 class WriteError(Exception):
-    """Carries what :class:`~identity_sync.emulators.idcs.ScimError` needs (no import cycle)."""
+    """Carries what :class:`~.idcs_common.ScimError` needs (no import cycle)."""
 
     def __init__(self, status: int, detail: str, scim_type: str | None = None,
                  message_id: str | None = None) -> None:
@@ -297,8 +298,6 @@ class TenantWriter:
         return i
 
     def _group_index(self, gid: str, if_match: str | None = None) -> int:
-        from .idcs import ALL_USERS_ID
-
         if gid == ALL_USERS_ID:
             raise WriteError(403, "The All Tenant Users group is computed and cannot be "
                              "changed.", None, "error.common.common.operationNotSupported")
@@ -337,8 +336,6 @@ class TenantWriter:
         self._names_version = self.state.version + 1  # the _changed() that follows
 
     def _unique_group_name(self, name: str, except_id: str | None = None) -> None:
-        from .idcs import ALL_USERS_NAME
-
         low = name.casefold()
         if low == ALL_USERS_NAME.casefold() or any(
                 g["id"] != except_id and str(g.get("displayName", "")).casefold() == low

@@ -16,7 +16,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
-from .idcs import (
+from .idcs_common import (
     DEMO_APP_ID,
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .bitbucket import DEMO_ADMIN_PASSWORD, DEMO_ADMIN_USER, create_bitbucket_app
 from .common import RunningServer
-from .idcs import DEMO_APP_ID, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, create_idcs_app
+from .idcs import create_idcs_app
+from .idcs_common import DEMO_APP_ID, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from .orggen import generate_idcs_org
 
 DEFAULT_STATE_DIR = Path(".demo") / "emulators"
