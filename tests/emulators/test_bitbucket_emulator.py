@@ -242,6 +242,31 @@ def test_rename_keeps_id_memberships_and_frees_old_name(client: TestClient) -> N
     assert case_only.status_code == 200
 
 
+def test_listing_order_follows_every_create_delete_and_rename_between_pages(
+    client: TestClient,
+) -> None:
+    """The emulator keeps the sorted user list between pages; any write must show at once."""
+
+    def listed() -> list[str]:
+        return names(client.get(f"{API}/admin/users", params={"limit": 1000}))
+
+    def group_listed() -> list[str]:
+        return members(client, DEFAULT_GROUP)
+
+    for name in ("mike", "bob", "zoe"):
+        create(client, name)
+    assert listed() == sorted(listed(), key=str.casefold) and "bob" in listed()
+    before = group_listed()
+    client.delete(f"{API}/admin/users", params={"name": "bob"})
+    create(client, "Carl")  # one out, one in: same count as before
+    assert "bob" not in listed() and "Carl" in listed()
+    assert listed() == sorted(listed(), key=str.casefold)
+    client.post(f"{API}/admin/users/rename", json={"name": "zoe", "newName": "aaron"})
+    assert listed()[0] == "aaron"
+    assert group_listed() == sorted(group_listed(), key=str.casefold) != before
+    assert "aaron" in group_listed() and "zoe" not in group_listed()
+
+
 def test_delete_returns_user_and_removes_memberships_and_permissions(
     app: Starlette, client: TestClient
 ) -> None:

@@ -148,6 +148,8 @@ class BitbucketState:
         # user id -> personal access tokens {"id", "name", "createdDate"}, oldest first.
         self.tokens: dict[int, list[dict[str, Any]]] = {}
         self._by_id: dict[int, User] = {}  # a cache, checked on use (see sorted_members)
+        self._order: tuple[tuple[int, ...], list[User], dict[int, int]] | None = None
+        self._renames = 0  # part of the listing order's fingerprint
         self.clear()
 
     # ---- EmulatorState protocol -------------------------------------------------------------
@@ -293,10 +295,25 @@ class BitbucketState:
         return RANK.get(self.group_perms.get(_key(group.name), ""), 0)
 
     def sorted_users(self, users: Iterable[User] | None = None) -> list[User]:
-        """``users`` (default: everyone) in listing order. Select first, then sort: sorting
-        every user to answer a filtered or per-group listing made each one O(n log n)."""
-        chosen = self.users.values() if users is None else users
+        """``users`` (default: everyone) in listing order. Every page of a listing used to sort
+        all users again; the order is now kept until a user is created, deleted, renamed or
+        the state reloaded, and a subset is sorted by its members' places in it."""
+        ordered, place = self._listing_order()
+        if users is None:
+            return list(ordered)
+        chosen = list(users)
+        if all(u.id in place and ordered[place[u.id]] is u for u in chosen):
+            return sorted(chosen, key=lambda u: place[u.id])
         return sorted(chosen, key=lambda u: (_key(u.name), u.name))
+
+    def _listing_order(self) -> tuple[list[User], dict[int, int]]:
+        """All users in listing order and each one's place. The fingerprint changes with every
+        create (``next_id``), delete (the count), rename and reload (a new dict)."""
+        mark = (id(self.users), len(self.users), self.next_id, self._renames)
+        if self._order is None or self._order[0] != mark:
+            ordered = sorted(self.users.values(), key=lambda u: (_key(u.name), u.name))
+            self._order = (mark, ordered, {u.id: i for i, u in enumerate(ordered)})
+        return self._order[1], self._order[2]
 
     def sorted_members(self, ids: set[int]) -> list[User]:
         """Users with ``ids``, in listing order: select first, then sort only the members (a
@@ -375,6 +392,7 @@ class BitbucketState:
         del self.users[_key(user.name)]
         user.name = new_name
         self.users[_key(new_name)] = user
+        self._renames += 1
         return user
 
     def delete_user(self, caller: User, name: str) -> User:
