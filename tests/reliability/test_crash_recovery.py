@@ -28,6 +28,9 @@ from .conftest import DAG_ID, FAST, Env
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = 40
+# How long Bitbucket holds the answer to the create that lands: the child must still be waiting
+# for it when it is killed, however slowly a loaded machine gets the test there.
+HELD = 8
 CHILD = """
 import sys
 from identity_sync.audit.store import AuditStore
@@ -71,7 +74,7 @@ def test_sigkill_mid_batch_then_rerun_converges_without_duplicates(make_env: Any
         wait_for(lambda: len(created(env)) >= 8, "the child to create some users")
         # The next create lands, but its answer is held: the worker dies waiting for it.
         env.control("bitbucket", "PUT", "faults", json={"latency": 0.05, "script": [
-            {"fault": "timeout", "method": "POST", "path": "/admin/users", "seconds": 3}]})
+            {"fault": "timeout", "method": "POST", "path": "/admin/users", "seconds": HELD}]})
         wait_for(lambda: env.control("bitbucket", "GET", "faults")["script"] == [],
                  "the child to send the create whose answer is held")
         wait_for(lambda: any(env.bb_state.find_user(op["target"]) is not None
