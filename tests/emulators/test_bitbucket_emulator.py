@@ -265,6 +265,12 @@ def test_listing_order_follows_every_create_delete_and_rename_between_pages(
     assert listed()[0] == "aaron"
     assert group_listed() == sorted(group_listed(), key=str.casefold) != before
     assert "aaron" in group_listed() and "zoe" not in group_listed()
+    client.post(f"{API}/admin/users/remove-group", json={"context": "mike",
+                                                          "itemName": DEFAULT_GROUP})
+    assert "mike" not in group_listed() and "mike" in listed()
+    client.post(f"{API}/admin/groups/add-users", json={"group": DEFAULT_GROUP,
+                                                       "users": ["mike"]})
+    assert "mike" in group_listed()
 
 
 def test_delete_returns_user_and_removes_memberships_and_permissions(

@@ -150,6 +150,7 @@ class BitbucketState:
         self._by_id: dict[int, User] = {}  # a cache, checked on use (see sorted_members)
         self._order: tuple[tuple[int, ...], list[User], dict[int, int]] | None = None
         self._renames = 0  # part of the listing order's fingerprint
+        self._members_order: dict[tuple[Any, ...], list[User]] = {}  # see sorted_members
         self.clear()
 
     # ---- EmulatorState protocol -------------------------------------------------------------
@@ -298,7 +299,7 @@ class BitbucketState:
         """``users`` (default: everyone) in listing order. Every page of a listing used to sort
         all users again; the order is now kept until a user is created, deleted, renamed or
         the state reloaded, and a subset is sorted by its members' places in it."""
-        ordered, place = self._listing_order()
+        _, ordered, place = self._listing_order()
         if users is None:
             return list(ordered)
         chosen = list(users)
@@ -306,23 +307,32 @@ class BitbucketState:
             return sorted(chosen, key=lambda u: place[u.id])
         return sorted(chosen, key=lambda u: (_key(u.name), u.name))
 
-    def _listing_order(self) -> tuple[list[User], dict[int, int]]:
-        """All users in listing order and each one's place. The fingerprint changes with every
-        create (``next_id``), delete (the count), rename and reload (a new dict)."""
+    def _listing_order(self) -> tuple[tuple[int, ...], list[User], dict[int, int]]:
+        """A fingerprint, all users in listing order and each one's place. The fingerprint
+        changes with every create (``next_id``), delete (the count), rename and reload."""
         mark = (id(self.users), len(self.users), self.next_id, self._renames)
         if self._order is None or self._order[0] != mark:
             ordered = sorted(self.users.values(), key=lambda u: (_key(u.name), u.name))
             self._order = (mark, ordered, {u.id: i for i, u in enumerate(ordered)})
-        return self._order[1], self._order[2]
+        return self._order
 
     def sorted_members(self, ids: set[int]) -> list[User]:
-        """Users with ``ids``, in listing order: select first, then sort only the members (a
-        group listing used to sort every user on every page)."""
+        """Users with ``ids``, in listing order. Paging through a large group asks for the same
+        members once per page: the answer is kept, keyed by the listing order's fingerprint
+        and the members themselves (any change to either is a new key)."""
+        mark = (self._listing_order()[0], len(ids), hash(frozenset(ids)))
+        cached = self._members_order.get(mark)
+        if cached is not None:
+            return list(cached)
         members = self._cached_users(ids)
         if members is None:  # a user was added, deleted or reloaded since: rebuild the index
             self._by_id = {u.id: u for u in self.users.values()}
             members = [self._by_id[i] for i in ids if i in self._by_id]
-        return self.sorted_users(members)
+        ordered = self.sorted_users(members)
+        if len(self._members_order) >= 64:  # a handful of groups are paged at any one time
+            self._members_order.clear()
+        self._members_order[mark] = ordered
+        return list(ordered)
 
     def _cached_users(self, ids: set[int]) -> list[User] | None:
         """The users with ``ids`` from the id index, or None if the index is stale for any of
