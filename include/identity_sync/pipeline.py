@@ -439,9 +439,10 @@ def apply(store: AuditStore, client: BitbucketClient, batch: dict[str, Any], *,
     run_id = batch["run_id"]
     store.update_run(run_id, status="applying")
     newer = store.newer_planned_run(run_id, dag_ids)
+    # A superseded batch is handed over whole: no need to read the newer runs' plans for it.
+    later_users = None if newer else superseded_users(store, run_id)
     return apply_batch(store, client, run_id, batch["phase"], batch["batch"], notify=notify,
-                       superseded_by=newer, superseded_users=superseded_users(store, run_id),
-                       breaker=breaker)
+                       superseded_by=newer, superseded_users=later_users, breaker=breaker)
 
 
 def finish(store: AuditStore, run_id: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ waits on a timer, and every caller still returns only once its own record is com
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 
 from .store import Attempt, AuditStore
@@ -44,9 +43,9 @@ class GroupCommit:
                        error: str | None, started: float,
                        anchors: dict[str, str | None] | None = None) -> int:
         """As :meth:`AuditStore.record_attempt`, sharing the transaction with other threads."""
-        duration_ms = int((time.monotonic() - started) * 1000)
-        return self._submit(_Pending(attempt=Attempt(op_id, outcome, http_status, error,
-                                                     duration_ms, anchors)))
+        return self._submit(_Pending(attempt=Attempt.timed(
+            op_id, outcome=outcome, http_status=http_status, error=error, started=started,
+            anchors=anchors)))
 
     def _submit(self, item: _Pending) -> int:
         with self._cond:

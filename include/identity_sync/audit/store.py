@@ -13,7 +13,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +55,13 @@ class Attempt:
     error: str | None
     duration_ms: int
     anchors: dict[str, str | None] | None = None
+
+    @classmethod
+    def timed(cls, op_id: str, *, outcome: str, http_status: int | None, error: str | None,
+              started: float, anchors: dict[str, str | None] | None = None) -> Attempt:
+        """The attempt that began at ``started`` (``time.monotonic()``) and ends now."""
+        return cls(op_id, outcome, http_status, error,
+                   int((time.monotonic() - started) * 1000), anchors)
 
 
 def utcnow() -> datetime:
@@ -210,8 +217,8 @@ class AuditStore:
 
         ``anchors`` (IDCS id -> Bitbucket name, None to drop) are saved in the same transaction:
         an operation's outcome and the identity it implies are committed together."""
-        attempt = Attempt(op_id, outcome, http_status, error,
-                          int((time.monotonic() - started) * 1000), anchors)
+        attempt = Attempt.timed(op_id, outcome=outcome, http_status=http_status, error=error,
+                                started=started, anchors=anchors)
         return self.write_progress(run_id, attempts=[attempt])[0]
 
     def write_progress(self, run_id: str, *, attempts: Sequence[Attempt] = (),
@@ -308,13 +315,10 @@ class AuditStore:
         return {r[0]: r[1] for r in rows}
 
     def save_anchors(self, run_id: str, anchors: dict[str, str]) -> None:
-        now = utcnow()
-        self._upsert(t.identity_anchors, [
-            {"idcs_id": i, "bitbucket_name": n, "first_run_id": run_id, "last_run_id": run_id,
-             "updated_at": now} for i, n in anchors.items()
-        ], update_cols=["bitbucket_name", "last_run_id", "updated_at"])
+        with self._begin() as conn:
+            self._write_anchors(conn, run_id, anchors, utcnow())
 
-    def _write_anchors(self, conn: Connection, run_id: str, anchors: dict[str, str | None],
+    def _write_anchors(self, conn: Connection, run_id: str, anchors: Mapping[str, str | None],
                        now: datetime) -> None:
         keep = [{"idcs_id": i, "bitbucket_name": n, "first_run_id": run_id,
                  "last_run_id": run_id, "updated_at": now} for i, n in anchors.items() if n]

@@ -118,10 +118,10 @@ class BitbucketClient:
 
         The pacing starts from an empty bucket, not a full one: the run's earlier batches have
         been spending the server's bucket, so a fresh burst would meet 429s."""
-        from .preflight import _pace
+        from .preflight import pace
 
         self.preflight_report = report
-        _pace(self, report)
+        pace(self, report)
         if self.transport.limiter is not None:
             self.transport.limiter.tokens = 0.0
 

@@ -76,13 +76,14 @@ def run_preflight(client: BitbucketClient) -> PreflightReport:
             f"the service account {name} is not allow-listed in Bitbucket's rate limiting "
             f"(bucket {report.capacity}, {report.fill_rate}/s): the sync will pace itself and "
             f"large runs will be slow. Allow-list it: {allow_list_call(client.base_url, slug)}")
-    _pace(client, report)
+    pace(client, report)
     for warning in report.warnings:
         log.warning("Bitbucket preflight: %s", warning)
     return report
 
 
-def _pace(client: BitbucketClient, report: PreflightReport) -> None:
+def pace(client: BitbucketClient, report: PreflightReport) -> None:
+    """Set the client's pacing from a preflight report (kept if configured by hand)."""
     s = client.settings
     if s.rate_limit_fill_rate is not None:  # configured by hand: keep it
         return

@@ -147,7 +147,6 @@ class BitbucketState:
         self.captcha: set[int] = set()  # ids of users facing a CAPTCHA at login
         # user id -> personal access tokens {"id", "name", "createdDate"}, oldest first.
         self.tokens: dict[int, list[dict[str, Any]]] = {}
-        self._by_id: dict[int, User] = {}  # a cache, checked on use (see sorted_members)
         self._order: tuple[tuple[int, ...], list[User], dict[int, int]] | None = None
         self._renames = 0  # part of the listing order's fingerprint
         self._members_order: dict[tuple[Any, ...], list[User]] = {}  # see sorted_members
@@ -317,33 +316,19 @@ class BitbucketState:
         return self._order
 
     def sorted_members(self, ids: set[int]) -> list[User]:
-        """Users with ``ids``, in listing order. Paging through a large group asks for the same
-        members once per page: the answer is kept, keyed by the listing order's fingerprint
-        and the members themselves (any change to either is a new key)."""
-        mark = (self._listing_order()[0], len(ids), hash(frozenset(ids)))
-        cached = self._members_order.get(mark)
-        if cached is not None:
-            return list(cached)
-        members = self._cached_users(ids)
-        if members is None:  # a user was added, deleted or reloaded since: rebuild the index
-            self._by_id = {u.id: u for u in self.users.values()}
-            members = [self._by_id[i] for i in ids if i in self._by_id]
-        ordered = self.sorted_users(members)
-        if len(self._members_order) >= 64:  # a handful of groups are paged at any one time
-            self._members_order.clear()
-        self._members_order[mark] = ordered
-        return list(ordered)
-
-    def _cached_users(self, ids: set[int]) -> list[User] | None:
-        """The users with ``ids`` from the id index, or None if the index is stale for any of
-        them (O(members), not O(users): no write has to keep the index up to date)."""
-        found = []
-        for uid in ids:
-            user = self._by_id.get(uid)
-            if user is None or self.users.get(_key(user.name)) is not user:
-                return None
-            found.append(user)
-        return found
+        """Users with ``ids``, in listing order (ids of no current user are left out). Paging
+        through a large group asks for the same members once per page: the answer is kept,
+        keyed by the listing order's fingerprint and the members themselves (any change to
+        either is a new key)."""
+        mark, ordered, place = self._listing_order()
+        members_key = (mark, len(ids), hash(frozenset(ids)))
+        cached = self._members_order.get(members_key)
+        if cached is None:
+            cached = [ordered[i] for i in sorted(place[uid] for uid in ids if uid in place)]
+            if len(self._members_order) >= 64:  # a handful of groups are paged at any one time
+                self._members_order.clear()
+            self._members_order[members_key] = cached
+        return list(cached)
 
     def sorted_groups(self) -> list[Group]:
         return sorted(self.groups.values(), key=lambda g: (_key(g.name), g.name))

@@ -398,12 +398,12 @@ class _BatchRun:
         with self.lock:
             stop = self._stopped(op)
         if stop:
-            self.audit.record_attempt(op.op_id, outcome="failed", http_status=None,
-                                 error=stop, started=started)
+            self._not_sent(op, stop, started)
             return
+        targets = _user_targets(op)
         if self.superseded_users:
-            later = [u for u in _user_targets(op) if key(u) in self.superseded_users]
-            keep = [u for u in _user_targets(op) if key(u) not in self.superseded_users]
+            later = [u for u in targets if key(u) in self.superseded_users]
+            keep = [u for u in targets if key(u) not in self.superseded_users]
             if later and (op.kind is not OpKind.ADD_MEMBERS or not keep):
                 self.audit.mark(op.op_id, "superseded")
                 with self.lock:
@@ -411,29 +411,32 @@ class _BatchRun:
                 return
             if later:
                 op = dataclasses.replace(op, params={**op.params, "users": keep})
-        refused = {u: self.untouchable[key(u)] for u in _user_targets(op)
-                   if key(u) in self.untouchable}
+                targets = keep
+        refused = {u: self.untouchable[key(u)] for u in targets if key(u) in self.untouchable}
         if refused:
             remark = "; ".join(f"{u}: {why}" for u, why in refused.items())
             with self.lock:
                 result.refused.append(f"{op.describe()}: {remark}")
             log.warning("refused to touch %s (%s)", ", ".join(refused), op.describe())
-            keep = [u for u in _user_targets(op) if u not in refused]
+            keep = [u for u in targets if u not in refused]
             if op.kind is not OpKind.ADD_MEMBERS or not keep:
                 self.audit.record_attempt(op.op_id, outcome="skipped", http_status=None,
-                                     error=f"refused: {remark}", started=started)
+                                          error=f"refused: {remark}", started=started)
                 return
             op = dataclasses.replace(op, params={**op.params, "users": keep})
         stop = self._enter(op)
         if stop:
-            self.audit.record_attempt(op.op_id, outcome="failed", http_status=None,
-                                 error=stop, started=started)
+            self._not_sent(op, stop, started)
             return
         ok = False
         try:
             ok = self._send(op, list(refused), started)
         finally:
             self._leave(ok)
+
+    def _not_sent(self, op: Operation, why: str, started: float) -> None:
+        self.audit.record_attempt(op.op_id, outcome="failed", http_status=None, error=why,
+                                  started=started)
 
     def _send(self, op: Operation, refused: list[str], started: float) -> bool:
         """Send one operation and record its outcome; False when it failed."""
@@ -450,8 +453,8 @@ class _BatchRun:
                     result.done += 1
                     self.guard.success()
                 self.audit.record_attempt(op.op_id, outcome="done", http_status=err.status,
-                                     error=f"treated as done: {err.message}", started=started,
-                                     anchors=anchors)
+                                          error=f"treated as done: {err.message}",
+                                          started=started, anchors=anchors)
                 return True
             if isinstance(err, BitbucketError) and err.licence_limit and op.kind in SEAT_KINDS:
                 self._licence_refused(op, err, started)
@@ -464,7 +467,7 @@ class _BatchRun:
                 if opened:
                     result.breaker = opened
             self.audit.record_attempt(op.op_id, outcome="failed", http_status=err.status,
-                                 error=str(err), started=started)
+                                      error=str(err), started=started)
             log.error("%s failed: %s", op.describe(), err)
             if opened:
                 log.error("%s", opened)
@@ -476,7 +479,7 @@ class _BatchRun:
             result.done += 1
             self.guard.success()
         self.audit.record_attempt(op.op_id, outcome="done", http_status=http_status,
-                             error=remark, started=started, anchors=anchors)
+                                  error=remark, started=started, anchors=anchors)
         return True
 
     def _licence_refused(self, op: Operation, err: BitbucketError, started: float) -> None:
@@ -491,8 +494,7 @@ class _BatchRun:
             with self.lock:
                 self.result.licence_stop = self.result.licence_stop or message
             log.error("%s", message)
-        self.audit.record_attempt(op.op_id, outcome="failed",
-                                  http_status=err.status,
+        self.audit.record_attempt(op.op_id, outcome="failed", http_status=err.status,
                                   error=self.result.licence_stop or str(err), started=started)
 
 
