@@ -40,18 +40,18 @@ def indexes(store: AuditStore) -> set[str]:
 
 
 def test_head_is_the_fourth_revision() -> None:
-    assert head_revision() == "0004"
+    assert head_revision() == "0005"
 
 
 def test_empty_database_is_migrated_to_head_on_first_use(audit_url: str) -> None:
     store = AuditStore(audit_url)
-    assert revision_of(audit_url) == "0004"
+    assert revision_of(audit_url) == "0005"
     assert indexes(store) >= NEW_INDEXES
     assert schema_diff(store.engine) == []  # autogenerate finds nothing to change
     with store.engine.connect() as conn:
         assert conn.execute(text(f"select count(*) from {t.VERSION_TABLE}")).scalar() == 1
     AuditStore(audit_url).dispose()  # opening again is a no-op
-    assert revision_of(audit_url) == "0004"
+    assert revision_of(audit_url) == "0005"
     store.dispose()
 
 
@@ -73,7 +73,7 @@ def test_previous_revision_with_data_is_upgraded_in_place(audit_url: str) -> Non
     old.dispose()
 
     store = AuditStore(audit_url)
-    assert revision_of(audit_url) == "0004"
+    assert revision_of(audit_url) == "0005"
     assert schema_diff(store.engine) == []
     assert indexes(store) >= NEW_INDEXES
     run = store.get_run("r0")
@@ -99,7 +99,7 @@ def test_pre_migration_create_all_database_is_adopted(audit_url: str) -> None:
     store.dispose()
     assert revision_of(audit_url) is None
     store = AuditStore(audit_url)
-    assert revision_of(audit_url) == "0004"
+    assert revision_of(audit_url) == "0005"
     assert store.anchors() == {"u1": "alice"}
     assert schema_diff(store.engine) == []
     store.dispose()
@@ -114,7 +114,7 @@ def test_downgrade_and_upgrade_round_trip(audit_url: str) -> None:
     assert revision_of(audit_url) == "0001"
     assert not NEW_INDEXES & indexes(store)
     upgrade(store.engine)
-    assert revision_of(audit_url) == "0004" and store.anchors() == {"u1": "alice"}
+    assert revision_of(audit_url) == "0005" and store.anchors() == {"u1": "alice"}
     store.dispose()
 
 
@@ -124,7 +124,7 @@ def test_version_table_is_not_alembic_version(audit_url: str) -> None:
     names = set(inspect(store.engine).get_table_names())
     assert t.VERSION_TABLE in names and "alembic_version" not in names
     with store.engine.connect() as conn:
-        assert conn.execute(select(t.schema_version.c.version_num)).scalar() == "0004"
+        assert conn.execute(select(t.schema_version.c.version_num)).scalar() == "0005"
     store.dispose()
 
 

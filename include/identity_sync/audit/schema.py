@@ -49,8 +49,16 @@ sync_runs = Table(
     Column("message", Text),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("ended_at", DateTime(timezone=True)),
+    # Run state that decides later runs (revision 0005): real columns, written in transactions,
+    # never read-modify-written inside the JSON ``counts``.
+    Column("data_as_of", DateTime(timezone=True)),  # when its IDCS extract began: data age
+    Column("watermark", String(40)),  # incremental: meta.lastModified it extracted from
+    Column("users_in_scope", Integer),  # the extract's users: the next run's shrink baseline
+    Column("failed_streak", Integer),  # failed runs in a row of its DAG, this one included
+    Column("approved_by", String(250)),  # who approved a plan a safety gate stopped
     Index("ix_sync_runs_started_at", "started_at"),
     Index("ix_sync_runs_ended_at", "ended_at"),
+    Index("ix_sync_runs_history", "dag_id", "status", "mode", "started_at"),
 )
 
 run_artifacts = Table(
@@ -76,9 +84,15 @@ plan_operations = Table(
     Column("before", JSON),
     Column("after", JSON),
     Column("reason", Text, nullable=False),
-    Column("status", String(20), nullable=False),  # planned | done | failed | skipped
+    # planned | started | done | failed | skipped | superseded | conflict
+    Column("status", String(20), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("planned_at", DateTime(timezone=True)),  # first time the plan held it; never reset
+    # Revision 0005: the identity chain the operation belongs to (never split across batches)
+    # and the identities it changes (user:<IDCS id> / group:<key>; for add_members one per user,
+    # in the order of params.users): what per-identity convergence compares.
+    Column("lane", String(300)),
+    Column("identities", JSON),
     Index("ix_plan_operations_target", "target"),
     Index("ix_plan_operations_idcs_id", "idcs_id"),
     Index("ix_plan_operations_batch", "run_id", "phase", "batch", "seq"),
@@ -176,4 +190,31 @@ idcs_user_ids = Table(
     Column("run_id", String(250), primary_key=True),
     Column("idcs_id", String(100), primary_key=True),
     Column("state", String(10), nullable=False),  # present | deleted
+)
+
+
+# -- per-identity convergence and group ownership (revision 0005) ------------------------------------
+# One row per identity a sync manages: the run whose plan for it is the newest by IDCS data age
+# (compare-and-set at planning), the run with a write in flight on it, and the last write landed.
+identity_state = Table(
+    "identity_state", metadata,
+    Column("identity", String(300), primary_key=True),  # user:<IDCS id> | group:<key>
+    Column("intent_run", String(250), nullable=False),
+    Column("intent_data_as_of", DateTime(timezone=True), nullable=False),
+    Column("intent_at", DateTime(timezone=True), nullable=False),
+    Column("inflight_run", String(250)),
+    Column("inflight_since", DateTime(timezone=True)),
+    Column("applied_run", String(250)),
+    Column("applied_at", DateTime(timezone=True)),
+    Index("ix_identity_state_intent_run", "intent_run"),
+    Index("ix_identity_state_inflight_run", "inflight_run"),
+)
+
+# Bitbucket groups the sync created: with the groups the rules name, the only groups it manages.
+owned_groups = Table(
+    "owned_groups", metadata,
+    Column("group_key", String(255), primary_key=True),  # casefolded name
+    Column("name", String(255), nullable=False),
+    Column("created_by_run", String(250), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -191,10 +191,11 @@ class AuditStore:
             "run_id": run_id, "op_id": op.op_id, "seq": seq, "phase": str(op.phase),
             "batch": op.batch, "kind": str(op.kind), "target": op.target, "idcs_id": op.idcs_id,
             "params": op.params, "before": op.before, "after": op.after, "reason": op.reason,
-            "status": "planned", "updated_at": now, "planned_at": now,
+            "status": "planned", "updated_at": now, "planned_at": now, "lane": op.lane or None,
+            "identities": op.identities or None,
         } for seq, op in enumerate(ops)],
             # A re-plan of the same run renumbers its batches but never resets progress.
-            update_cols=["seq", "phase", "batch"])
+            update_cols=["seq", "phase", "batch", "lane", "identities"])
 
     def batch_operations(self, run_id: str, phase: str, batch: int) -> list[tuple[Operation, str]]:
         c = t.plan_operations.c
@@ -456,7 +457,8 @@ class AuditStore:
 def _op_from_row(row: Any) -> Operation:
     return Operation(kind=row["kind"], target=row["target"], params=row["params"],
                      reason=row["reason"], before=row["before"], after=row["after"],
-                     idcs_id=row["idcs_id"], op_id=row["op_id"], batch=row["batch"])
+                     idcs_id=row["idcs_id"], op_id=row["op_id"], batch=row["batch"],
+                     lane=row["lane"] or "", identities=list(row["identities"] or []))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:

@@ -72,6 +72,12 @@ class Operation:
     op_id: str = ""
     phase: Phase = field(init=False)
     batch: int = 0
+    # The identity chain the operation belongs to (``user:<IDCS id>`` / ``group:<key>``), set at
+    # planning; a lane is never split across batches. ``identities``: the identities it changes
+    # (for add_members one per user, in the order of ``params["users"]``). Neither is part of
+    # ``op_id``: they say who an operation is for, not what it does.
+    lane: str = ""
+    identities: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.kind = OpKind(self.kind)
