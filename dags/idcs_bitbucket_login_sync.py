@@ -3,8 +3,9 @@
 
 Triggered through Airflow's REST API when a user signs in, with the username in `conf`
 (`{"username": "jane.doe"}`). It extracts that user and their groups only, and applies the same
-rules, data-quality gate and safety gates as the full sync, in three tasks to keep it fast:
-prepare (extract → quality → mapping → read Bitbucket → plan), apply, finish.
+rules, data-quality gate and safety gates as the full sync, in four tasks to keep it fast:
+prepare (extract → quality → mapping → read Bitbucket → plan), approve_plan (passes at once
+unless a safety gate tripped), apply, finish.
 See the README, "Operating it", for the exact REST calls.
 """
 
@@ -15,10 +16,10 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
+from identity_sync_airflow.approval import PlanApprovalOperator
 from identity_sync_airflow.tasks import (
     APPLY_RETRY_POLICY,
     BITBUCKET_POOL,
-    LOGIN_DAG_ID,
     READ_RETRY_POLICY,
     RETRY_DELAY,
     on_failure,
@@ -53,7 +54,7 @@ def idcs_bitbucket_login_sync() -> None:
     def apply(prepared: dict) -> dict:
         from identity_sync_airflow.tasks import apply_batches
 
-        return apply_batches(prepared["batches"], dag_ids=(LOGIN_DAG_ID,))
+        return apply_batches(prepared["batches"])
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def finish() -> dict:
@@ -61,7 +62,9 @@ def idcs_bitbucket_login_sync() -> None:
 
         return finish_run(get_current_context()["run_id"])
 
-    apply(prepare()) >> finish()
+    prepared = prepare()
+    approved = PlanApprovalOperator(task_id="approve_plan", plan_task_id="prepare")
+    prepared >> approved >> apply(prepared) >> finish()
 
 
 idcs_bitbucket_login_sync()

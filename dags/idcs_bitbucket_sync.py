@@ -4,8 +4,9 @@
 Keeps Bitbucket users, groups, memberships and licences in step with Oracle IDCS.
 
 extract IDCS → data-quality gate → mapping rules → read Bitbucket → plan (+ safety gates) →
-apply in four phases (groups, users, removals, additions), each a dynamically mapped, retryable
-task per batch → finish (status, counts, audit).
+approve_plan (passes at once unless a safety gate tripped; then it waits for an approver named in
+the rules, under Required Actions) → apply in four phases (groups, users, removals, additions),
+each a dynamically mapped, retryable task per batch → finish (status, counts, audit).
 
 Connections: `idcs_default`, `bitbucket_default`, `sync_audit_db`. Rules: `include/sync_rules.yaml`
 (or the file named by `IDSYNC_RULES_FILE`). Schedule: `IDSYNC_SCHEDULE` (default hourly). Every
@@ -23,12 +24,12 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import Param, TriggerRule, chain, dag, get_current_context, task
 
+from identity_sync_airflow.approval import PlanApprovalOperator
 from identity_sync_airflow.tasks import (
     APPLY_RETRY_POLICY,
     BITBUCKET_POOL,
     READ_RETRY_POLICY,
     RETRY_DELAY,
-    SYNC_DAG_IDS,
     on_failure,
 )
 
@@ -52,9 +53,6 @@ _SCHEDULE = os.environ.get("IDSYNC_SCHEDULE", "@hourly")
                                   "one is older than IDSYNC_FULL_EVERY_HOURS (default 24)."),
         "dry_run": Param(False, type="boolean",
                          description="Plan and record, but write nothing to Bitbucket."),
-        "approve_deprovisioning": Param(
-            False, type="boolean",
-            description="Allow a plan that deprovisions more users than the safety limits."),
         "users": Param([], type="array", items={"type": "string"},
                        description="Sync only these IDCS userNames (empty: everybody)."),
         "groups": Param([], type="array", items={"type": "string"},
@@ -100,13 +98,12 @@ def idcs_bitbucket_sync() -> None:
         from identity_sync_airflow import tasks
 
         params = get_current_context()["params"]
-        return tasks.plan(sync_run, dry_run=bool(params["dry_run"]),
-                          approve=bool(params["approve_deprovisioning"]))
+        return tasks.plan(sync_run, dry_run=bool(params["dry_run"]))
 
     @task
-    def select_batches(batches: dict, phase: str) -> list[dict]:
+    def select_batches(planned: dict, phase: str) -> list[dict]:
         """The batch descriptors of one apply phase (Airflow cannot map over a dict key)."""
-        return batches[phase]
+        return planned["batches"][phase]
 
     @task(map_index_template="{{ batch_label }}", pool=BITBUCKET_POOL, retries=4,
           retry_policy=APPLY_RETRY_POLICY, trigger_rule=TriggerRule.NONE_FAILED,
@@ -115,7 +112,7 @@ def idcs_bitbucket_sync() -> None:
         from identity_sync_airflow import tasks
 
         get_current_context()["batch_label"] = batch["label"]
-        return tasks.apply_batches([batch], dag_ids=SYNC_DAG_IDS)
+        return tasks.apply_batches([batch])
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def finish_run(sync_run: str) -> dict:
@@ -128,10 +125,13 @@ def idcs_bitbucket_sync() -> None:
     checked = check_data_quality(sync_run, extracted)
     mapped = map_to_bitbucket(sync_run, checked)
     current = read_bitbucket(sync_run, mapped)
-    batches = plan_sync(sync_run, current)
+    planned = plan_sync(sync_run, current)
+    approved = PlanApprovalOperator(task_id="approve_plan", plan_task_id="plan_sync")
+    planned >> approved
     applied = []
     for phase in ("groups", "users", "removals", "additions"):
-        refs = select_batches.override(task_id=f"{phase}_batches")(batches, phase)
+        refs = select_batches.override(task_id=f"{phase}_batches")(planned, phase)
+        approved >> refs
         applied.append(apply_batch.override(task_id=f"apply_{phase}").expand(batch=refs))
     chain(*applied, finish_run(sync_run))
 

@@ -45,14 +45,17 @@ def airflow_env(home: Path, port: int) -> dict[str, str]:
     }
 
 
-def admin_password(home: Path, timeout: float = 120) -> str:
+def admin_password(home: Path, timeout: float = 120, user: str = "admin") -> str:
+    """The generated password of a simple-auth-manager user (``[core]
+    simple_auth_manager_users``; only ``admin`` by default)."""
     path = home / "simple_auth_manager_passwords.json.generated"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists():
-            return json.loads(path.read_text())["admin"]
-        time.sleep(0.5)
-    raise TimeoutError(f"airflow standalone wrote no admin password to {path}")
+        try:
+            return json.loads(path.read_text())[user]
+        except (OSError, ValueError, KeyError):  # not written yet, or half written
+            time.sleep(0.5)
+    raise TimeoutError(f"airflow standalone wrote no password for {user} to {path}")
 
 
 def wait_ready(base_url: str, timeout: float = 180) -> None:

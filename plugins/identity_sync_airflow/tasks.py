@@ -70,17 +70,16 @@ def on_failure(context: dict[str, Any]) -> None:
 
 
 def failed_streak(dag_id: str, run_id: str | None) -> int:
-    """Failed runs in a row, this one included, also kept as ``failed_streak`` in the run's
-    counts (``sync_runs.counts``) so an alert can query it; 0 when the store is unreachable."""
-    from identity_sync import pipeline
-    from identity_sync.loading.breaker import failed_run_streak
+    """Failed runs in a row, this one included, also kept in the run's ``failed_streak``
+    column (``sync_runs.failed_streak``) so an alert can query it; 0 when the store is
+    unreachable."""
+    from identity_sync.audit import history
 
     try:
         store = _store()
-        earlier = [r for r in store.runs(limit=100) if r["run_id"] != run_id]
-        streak = failed_run_streak(earlier, dag_id) + 1
-        if run_id and store.get_run(run_id):
-            pipeline.merge_counts(store, run_id, failed_streak=streak)
+        streak = history.failed_streak(store, dag_id, before_run=run_id) + 1
+        if run_id:
+            store.update_run(run_id, failed_streak=streak)
         return streak
     except Exception:  # a callback must never hide the task's own failure
         log.exception("could not count the failed runs in the audit store")
@@ -110,8 +109,7 @@ def start_run(*, mode: str, dry_run: bool) -> str:
                    rules_hash=rules_hash, rules_version=str(rules.version))
     if mode in ("auto", "full", "incremental"):
         resolved, since = pipeline.resolve_mode(store, sync_run, mode, FULL_EVERY)
-        store.update_run(sync_run, mode=resolved)
-        pipeline.merge_counts(store, sync_run, watermark=since)
+        store.update_run(sync_run, mode=resolved, watermark=since)
         log.info("run mode: %s%s", resolved, f" (changes since {since})" if since else "")
     return sync_run
 
@@ -124,7 +122,7 @@ def extract(sync_run: str, users: list[str], groups: list[str]) -> dict:
     hook, store = IdcsHook(), _store()
     client = hook.get_conn()
     run = store.get_run(sync_run) or {}
-    since = (run.get("counts") or {}).get("watermark") if run.get("mode") == "incremental" else None
+    since = run.get("watermark") if run.get("mode") == "incremental" else None
     return pipeline.extract(store, sync_run, client, current_rules()[0], hook.app_id,
                             subset=Subset.from_params(users, groups) or None, since=since)
 
@@ -159,20 +157,18 @@ def read_bitbucket(sync_run: str) -> dict:
     return pipeline.read_bitbucket(_store(), sync_run, BitbucketHook().get_conn())
 
 
-def plan(sync_run: str, *, dry_run: bool, approve: bool) -> dict:
+def plan(sync_run: str, *, dry_run: bool) -> dict:
+    """``{"batches": {phase: [...]}, "approval": {...}}``: a tripped safety gate does not fail
+    the task; the approval task after it waits for a named approver (``approval.py``)."""
     from identity_sync import pipeline
     from identity_sync_airflow.hooks import BitbucketHook
 
-    options = pipeline.RunOptions(dry_run=dry_run, approve_deprovisioning=approve)
-    try:
-        return pipeline.plan(_store(), sync_run, current_rules()[0],
-                             BitbucketHook().get_conn().username, options)
-    except pipeline.SafetyGateError as exc:
-        raise AirflowFailException(f"safety gate: {exc}") from exc
+    return pipeline.plan(_store(), sync_run, current_rules()[0],
+                         BitbucketHook().get_conn().username,
+                         pipeline.RunOptions(dry_run=dry_run))
 
 
-def apply_batches(batches: list[dict] | dict[str, list[dict]], *, dag_ids: tuple[str, ...]
-                  ) -> dict:
+def apply_batches(batches: list[dict] | dict[str, list[dict]]) -> dict:
     """Apply batch descriptors in order (a dict is taken phase by phase); raise for failures."""
     from identity_sync import pipeline
     from identity_sync.planning.operations import PHASE_ORDER
@@ -182,21 +178,28 @@ def apply_batches(batches: list[dict] | dict[str, list[dict]], *, dag_ids: tuple
         batches = [b for phase in PHASE_ORDER for b in batches.get(str(phase), [])]
     from identity_sync.loading.breaker import breaker_settings
 
-    store, client = _store(), BitbucketHook().get_conn()
+    store = _store()
+    for run_id in sorted({b["run_id"] for b in batches}):
+        try:  # never write for a plan that waits for approval or was blocked (invariant 5)
+            pipeline.assert_may_apply(store, run_id)
+        except pipeline.SafetyGateError as exc:
+            raise AirflowFailException(str(exc)) from exc
+    client = BitbucketHook().get_conn()
     rules = current_rules()[0]
     notify = rules.users.initial_password == "notify"
-    totals = {"done": 0, "already_done": 0, "superseded": 0}
+    totals = {"done": 0, "already_done": 0, "superseded": 0, "conflicts": 0}
     for batch in batches:
         # The apply tasks of a phase (at most the pool's slots) send as the service account at
         # once: each keeps to its share of Bitbucket's rate-limit bucket, so together they stay
         # under it; a phase of one batch keeps the whole bucket.
         client.share_rate_limit(min(BITBUCKET_POOL_SLOTS, batch.get("batches") or 1))
-        result = pipeline.apply(store, client, batch, dag_ids=dag_ids, notify=notify,
+        result = pipeline.apply(store, client, batch, notify=notify,
                                 breaker=breaker_settings(rules))
         result.raise_for_failures(batch["label"])
         totals["done"] += result.done
         totals["already_done"] += result.already_done
         totals["superseded"] += result.superseded
+        totals["conflicts"] += result.conflicts
     return totals
 
 
@@ -205,6 +208,8 @@ def finish_run(sync_run: str) -> dict:
 
     summary = pipeline.finish(_store(), sync_run)
     log.info("%s", pipeline.format_summary(summary))
+    if summary["status"] == "conflicts":  # applied; collisions reported, not a failure
+        log.warning("identity sync %s ended with conflicts: %s", sync_run, summary["message"])
     if summary["status"] in ("failed", "blocked"):
         streak = failed_streak(get_current_context()["dag"].dag_id, sync_run)
         again = f" ({streak} failed runs in a row)" if streak > 1 else ""
@@ -212,8 +217,7 @@ def finish_run(sync_run: str) -> dict:
     return summary
 
 
-def prepare_run(*, users: list[str], groups: list[str], dry_run: bool,
-                approve: bool = False) -> dict:
+def prepare_run(*, users: list[str], groups: list[str], dry_run: bool) -> dict:
     """Every stage up to the plan in one task: what a latency-bound run (on login) wants."""
     from identity_sync.audit.store import utcnow
 
@@ -227,4 +231,4 @@ def prepare_run(*, users: list[str], groups: list[str], dry_run: bool,
     check_quality(sync_run)
     map_desired(sync_run)
     read_bitbucket(sync_run)
-    return {"sync_run": sync_run, "batches": plan(sync_run, dry_run=dry_run, approve=approve)}
+    return {"sync_run": sync_run, **plan(sync_run, dry_run=dry_run)}

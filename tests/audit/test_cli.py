@@ -111,4 +111,4 @@ def test_console_script_is_declared_and_runs(history: History) -> None:
                            history.store.url, "--json"], capture_output=True, text=True,
                           check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT / "include"),
                                                      "PATH": "/usr/bin:/bin"})
-    assert json.loads(done.stdout) == {"revision": "0004"}
+    assert json.loads(done.stdout) == {"revision": "0005"}

@@ -59,7 +59,7 @@ def test_one_transaction_numbers_repeats_of_an_operation_in_order(audit_url: str
                          started=time.monotonic())
     numbers = store.write_progress(RUN, attempts=[
         Attempt(a.op_id, "interrupted", None, "lost", 0), Attempt(b.op_id, "failed", 503, "y", 0),
-        Attempt(a.op_id, "done", 201, None, 0)], marks=[(b.op_id, "started")])
+        Attempt(a.op_id, "done", 201, None, 0)], marks=[(b.op_id, "started")]).numbers
     assert numbers == [2, 1, 3]
     assert {op["op_id"]: op["status"] for op in store.plan(RUN)} == {
         a.op_id: "done", b.op_id: "started"}

@@ -35,14 +35,27 @@ def test_sync_dag_structure(dagbag) -> None:
                                        "map_to_bitbucket", "plan_sync", "read_bitbucket"]
     assert downstream["extract_idcs"] == ["check_data_quality"]
     assert downstream["check_data_quality"] == ["map_to_bitbucket"]
-    assert downstream["plan_sync"] == ["additions_batches", "groups_batches",
+    assert downstream["plan_sync"] == ["additions_batches", "approve_plan", "groups_batches",
                                        "removals_batches", "users_batches"]
+    assert downstream["approve_plan"] == ["additions_batches", "groups_batches",
+                                          "removals_batches", "users_batches"]
     assert downstream["users_batches"] == ["apply_users"]
     assert downstream["apply_groups"] == ["apply_users"]
     assert downstream["apply_users"] == ["apply_removals"]
     assert downstream["apply_removals"] == ["apply_additions"]
     assert downstream["apply_additions"] == ["finish_run"]
     assert downstream["finish_run"] == []
+    approval = dag.get_task("approve_plan")
+    assert type(approval).__name__ == "PlanApprovalOperator"
+    assert approval.plan_task_id == "plan_sync" and approval.retries == 0
+
+
+def test_login_dag_waits_for_approval_between_prepare_and_apply(dagbag) -> None:
+    dag = dagbag.get_dag("idcs_bitbucket_login_sync")
+    downstream = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
+    assert downstream == {"prepare": ["apply", "approve_plan"], "approve_plan": ["apply"],
+                          "apply": ["finish"], "finish": []}
+    assert dag.get_task("approve_plan").plan_task_id == "prepare"
 
 
 def test_apply_tasks_are_mapped_pooled_and_fail_fast_on_permanent_errors(dagbag) -> None:
@@ -61,4 +74,4 @@ def test_apply_tasks_are_mapped_pooled_and_fail_fast_on_permanent_errors(dagbag)
 def test_params_are_typed(dagbag) -> None:
     params = dagbag.get_dag("idcs_bitbucket_sync").params
     assert params.get_param("dry_run").schema["type"] == "boolean"
-    assert params.get_param("approve_deprovisioning").value is False
+    assert "approve_deprovisioning" not in params  # approval is a task, by a named approver

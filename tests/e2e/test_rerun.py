@@ -45,7 +45,7 @@ def test_cleared_run_converges_without_duplicates(live: Live) -> None:
                                                    "batch")})
            for op in store.plan(failed.run_id)]
     for phase_refs in batch_refs(failed.run_id, ops).values():
-        tasks.apply_batches(phase_refs, dag_ids=tasks.SYNC_DAG_IDS)
+        tasks.apply_batches(phase_refs)
     summary = tasks.finish_run(failed.run_id)
     assert summary["status"] == "succeeded"
     assert_in_step(live)

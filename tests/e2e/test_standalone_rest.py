@@ -5,7 +5,6 @@ exactly as the README documents it, and wait for success. Records the trigger-to
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,55 +12,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from identity_sync.emulators.serve import start_emulators
-from identity_sync_airflow.standalone import admin_password, start_standalone, stop, wait_ready
-
+from .standalone import ROOT, standalone_airflow, wait_for
 from .test_sync_dag import expected_state
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
 LOGIN = "idcs_bitbucket_login_sync"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def airflow_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str, object]]:
-    emulators = start_emulators(tmp_path / "emulators", users=120, groups=10, seed=11)
-    connections = {**emulators.connections(),
-                   "sync_audit_db": {"conn_type": "sqlite", "host": str(tmp_path / "audit.db")}}
-    for conn_id, conn in connections.items():
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
-    home, port = tmp_path / "airflow", free_port()
-    process = start_standalone(home, port)
-    base = f"http://localhost:{port}"
-    try:
-        wait_ready(base)
-        token = requests.post(f"{base}/auth/token", json={
-            "username": "admin", "password": admin_password(home)}, timeout=10).json()
-        yield base, token["access_token"], emulators
-    finally:
-        stop(process)
-        emulators.stop()
-        log = home / "standalone.log"
-        artifacts = ROOT / "test-artifacts"
-        artifacts.mkdir(exist_ok=True)
-        if log.exists():
-            (artifacts / "standalone.log").write_text(log.read_text(errors="replace")[-200_000:])
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+def airflow_api(tmp_path: Path) -> Iterator[tuple[str, str, object]]:
+    with standalone_airflow(tmp_path) as airflow:
+        yield airflow.base, airflow.token(), airflow.emulators
 
 
 def test_on_login_dag_triggered_through_the_rest_api(airflow_api) -> None:

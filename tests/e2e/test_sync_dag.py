@@ -188,15 +188,29 @@ def test_email_change_case_only_change_and_reactivation(live: Live) -> None:
     assert summary["status"] == "succeeded"
 
 
-def test_mass_deprovisioning_is_blocked_until_approved(live: Live) -> None:
-    assert str(live.run_dag().state) == "success"
+def deactivate(live: Live, count: int) -> set[str]:
+    """Deactivate the first ``count`` in-scope users in IDCS; their Bitbucket names."""
     dump = copy.deepcopy(live.idcs_dump())
-    names = sorted(expected_state(dump)[0])
-    leaving = set(names[:12])
+    leaving = set(sorted(expected_state(dump)[0])[:count])
     for u in dump["users"]:
         if u["userName"].lower() in leaving:
             u["active"] = False
     live.load_idcs(dump)
+    return leaving
+
+
+def test_mass_deprovisioning_without_approvers_is_blocked_at_once(
+        live: Live, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No approver named: a tripped gate ends the run blocked, with nothing written. (The
+    approval itself, Approve / Reject / timeout, is in test_approval_rest.py: ``dag.test()``
+    would wait for an answer forever.)"""
+    from identity_sync.mapping.rules import DEFAULT_RULES_PATH
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(DEFAULT_RULES_PATH.read_text().replace("approvers: [admin]", "approvers: []"))
+    monkeypatch.setenv("IDSYNC_RULES_FILE", str(rules))
+    assert str(live.run_dag().state) == "success"
+    deactivate(live, 12)
     members_before = actual_state(live)[1]
 
     blocked = live.run_dag()
@@ -204,12 +218,13 @@ def test_mass_deprovisioning_is_blocked_until_approved(live: Live) -> None:
     store = AuditStore(live.audit_url)
     record = store.get_run(blocked.run_id)
     assert record["status"] == "blocked"
-    assert record["message"].startswith("plan deprovisions or unlicenses 12 users")
+    assert record["message"].startswith("plan takes access from 12 users")
+    assert record["message"].endswith("nobody can approve it: name Airflow user ids in "
+                                      "safety.approvers of the rules")
     assert "\n" not in record["message"]
     assert {op["status"] for op in store.plan(blocked.run_id)} == {"planned"}  # kept, not run
     assert actual_state(live)[1] == members_before  # nothing written
-
-    approved = live.run_dag(approve_deprovisioning=True)
-    assert str(approved.state) == "success"
-    assert_in_step(live)
-    assert sum(op["kind"] == "disable_user" for op in store.plan(approved.run_id)) == 12
+    states = {ti.task_id: str(ti.state) for ti in blocked.get_task_instances()}
+    assert states["approve_plan"] == "success" and states["finish_run"] == "failed"
+    assert {states[f"apply_{p}"] for p in ("groups", "users", "removals", "additions")} == {
+        "skipped"}

@@ -132,11 +132,14 @@ class Env:
             except Exception as exc:
                 summary = pipeline.finish(store, run_id)
                 return RunResult(run_id, summary["status"], summary["message"], name, str(exc))
-        try:
-            batches = pipeline.plan(store, run_id, rules, bb.username,
-                                    pipeline.RunOptions(approve_deprovisioning=approve))
-        except pipeline.SafetyGateError as exc:
-            return RunResult(run_id, "blocked", str(exc), "plan", str(exc))
+        planned = pipeline.plan(store, run_id, rules, bb.username, pipeline.RunOptions())
+        batches, approval = planned["batches"], planned["approval"]
+        if approval["needed"]:  # the DAG's approval task: approve as a named approver, or stop
+            if not approve or (store.get_run(run_id) or {})["status"] != "awaiting_approval":
+                pipeline.block_run(store, run_id, approval["reason"])
+                return RunResult(run_id, "blocked", approval["reason"], "plan",
+                                 approval["reason"])
+            pipeline.approve_run(store, run_id, "reliability-approver")
         result = RunResult(run_id, "", None)
         if before_apply is not None:
             before_apply()
@@ -153,7 +156,7 @@ class Env:
             failed = False
             for batch in batches.get(str(phase), []):
                 for attempt in range(task_retries + 1):
-                    outcome = pipeline.apply(self.store, bb, batch, dag_ids=(DAG_ID,),
+                    outcome = pipeline.apply(self.store, bb, batch,
                                              breaker=breaker)
                     try:
                         outcome.raise_for_failures(batch["label"])

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import requests
 
+from identity_sync.audit import identity_state
 from identity_sync.audit.store import AuditStore
 from identity_sync.bitbucket.client import BitbucketClient
 from identity_sync.emulators.bitbucket import (
@@ -21,6 +23,7 @@ from identity_sync.emulators.common import serving
 from identity_sync.http import HttpSettings
 from identity_sync.loading.apply import BatchResult, PermanentApplyError, apply_batch, lanes
 from identity_sync.loading.breaker import BreakerSettings
+from identity_sync.planning.lanes import annotate
 from identity_sync.planning.operations import Operation, OpKind, assign_batches, batch_refs
 
 
@@ -66,15 +69,24 @@ def test_creates_then_rerun_is_a_no_op(bitbucket, store) -> None:
 
 
 def test_existing_user_counts_as_created_and_is_converged(bitbucket, store) -> None:
+    """409 on a create: done when the account is provably ours. Anchored to this IDCS user
+    (a create of an earlier run that landed before a timeout): its details converge. With the
+    same details (casefolded) and nothing else to go on: done, unchanged, anchored."""
     client, _ = bitbucket
-    client.create_user("alice", "Stale", "old@x.io")  # a create that landed before a timeout
-    plan(store, create("alice", "u1"))
+    client.create_user("alice", "Stale", "old@x.io")
+    client.create_user("bob", "BOB", "BOB@x.io")
+    mine = create("alice", "u1")
+    mine.params["ownership"] = {"adopt": "username_and_email", "anchored_to": "u1"}
+    plan(store, Operation(OpKind.CREATE_USER, "alice", mine.params, "new", idcs_id="u1"),
+         create("bob", "u2"))
     result = run(store, client, "users")
-    assert result.done == 1
-    attempt = store.attempts("r1")[0]
-    assert attempt["http_status"] == 409 and attempt["error"].startswith("treated as done")
+    assert (result.done, result.conflicts) == (2, 0)
+    attempts = store.attempts("r1")
+    assert all(a["http_status"] == 409 and a["error"].startswith("treated as done")
+               for a in attempts)
     alice = client.find_user("ALICE")
     assert (alice["displayName"], alice["emailAddress"]) == ("Alice", "alice@x.io")
+    assert store.anchors() == {"u1": "alice", "u2": "bob"}
 
 
 def test_add_members_isolates_a_missing_user(bitbucket, store) -> None:
@@ -104,15 +116,6 @@ def test_removals_of_what_is_already_gone_are_done(bitbucket, store) -> None:
     result = run(store, client, "removals")
     assert (result.done, result.failed) == (2, 0)
     assert store.anchors() == {}
-
-
-def test_superseded_plan_writes_nothing(bitbucket, store) -> None:
-    client, _ = bitbucket
-    plan(store, create("alice", "u1"))
-    result = apply_batch(store, client, "r1", "users", 0, superseded_by="r2")
-    assert result.superseded == 1
-    assert client.find_user("alice") is None
-    assert store.plan("r1")[0]["status"] == "superseded"
 
 
 # ---- licence limit, untouchable users, read-back, bisecting add-users ------------------------
@@ -200,7 +203,8 @@ def test_create_that_times_out_is_read_back_and_converged(served, store) -> None
     result = run(store, slow, "users")
     assert result.done == 1
     attempt = store.attempts("r1")[0]
-    assert attempt["error"] == "treated as done: create got no answer; user found on reading back"
+    assert attempt["error"].startswith(
+        "treated as done: create got no answer; user found on reading back; same details")
     assert slow.transport.stats["read_backs"] == 1
     posts = requests.get(f"{base}/_emulator/calls", timeout=5).json()["POST /rest/api/1.0/admin/users"]
     assert posts == 1  # never sent twice
@@ -223,18 +227,29 @@ def test_missing_users_are_isolated_by_halving(served, store) -> None:
     assert app.state.calls.snapshot()["POST /rest/api/1.0/admin/groups/add-users"] == 7
 
 
-def test_users_planned_by_a_newer_run_are_left_to_it(served, store) -> None:
+def test_identities_a_newer_run_planned_for_are_left_to_it(served, store) -> None:
+    """Per identity: carol and bob were taken by a run with newer IDCS data after r1 planned;
+    r1 leaves exactly them to it, and still adds alice."""
     client, _, _ = served
     client.create_group("devs")
     client.create_user("alice", "Alice", "a@x.io")
     client.create_user("bob", "Bob", "b@x.io")
-    plan(store, create("carol", "u3"), add("devs", "alice", "bob"))
-    users = apply_batch(store, client, "r1", "users", 0, superseded_users={"carol"})
-    additions = apply_batch(store, client, "r1", "additions", 0, superseded_users={"bob"})
+    ops = [create("carol", "u3"), add("devs", "alice", "bob")]
+    annotate(ops, {"alice": "u1", "bob": "u2", "carol": "u3"})
+    plan(store, *ops)
+    old, new = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    assert identity_state.register_intent(store, "r1", old, {i for o in ops for i in o.identities}) == {}
+    assert identity_state.register_intent(store, "r2", new, {"user:u2", "user:u3"}) == {}
+    users = apply_batch(store, client, "r1", "users", 0)
+    additions = apply_batch(store, client, "r1", "additions", 0)
     assert (users.superseded, users.done, additions.done) == (1, 0, 1)
     assert client.find_user("carol") is None
     assert {m["name"] for m in client.group_members("devs")} == {"alice"}
     assert [op["status"] for op in store.plan("r1")] == ["superseded", "done"]
+    superseded = [a for a in store.attempts("r1") if a["outcome"] == "superseded"]
+    assert len(superseded) == 1 and "r2 planned for this identity" in superseded[0]["error"]
+    # an older run cannot take them back
+    assert identity_state.register_intent(store, "r3", old, {"user:u2"}) == {"user:u2": "r2"}
 
 
 # ---- operations side by side, lanes, slow start, preflight reuse, even batches ----------------

@@ -80,19 +80,6 @@ def test_dq_and_quarantine_upsert(audit_url: str) -> None:
     store.dispose()
 
 
-def test_newer_planned_run_supersedes(audit_url: str) -> None:
-    store = AuditStore(audit_url)
-    for run in ("old", "new"):
-        store.start_run(run, dag_id="d", trigger="manual", mode="full", dry_run=False,
-                        rules_hash="h")
-        time.sleep(0.01)
-    assert store.newer_planned_run("old", ["d"]) is None  # "new" is only running
-    store.update_run("new", status="planned")
-    assert store.newer_planned_run("old", ["d"]) == "new"
-    assert store.newer_planned_run("new", ["d"]) is None
-    store.dispose()
-
-
 def test_an_attempt_and_the_identity_it_implies_commit_together(audit_url: str) -> None:
     store = AuditStore(audit_url)
     plan = ops()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 
 import pytest
@@ -68,10 +69,15 @@ def bb(users: list[tuple[str, str, str]], memberships: dict[str, list[str]] | No
 
 
 def converge(inp: PlanInput) -> tuple[Plan, BitbucketState, Plan]:
+    """Plan, apply the plan in memory, plan again with the same inputs (the groups the first
+    plan created now owned, when ownership is tracked)."""
     first = plan_changes(inp)
     after = simulate(inp.current, first)
-    second = plan_changes(PlanInput(inp.desired, after, first.anchors, inp.deprovision,
-                                    inp.protected_users, inp.members_per_request))
+    owned = None if inp.owned_groups is None else [
+        *inp.owned_groups, *(op.target for op in first.operations
+                             if op.kind is OpKind.CREATE_GROUP)]
+    second = plan_changes(dataclasses.replace(inp, current=after, anchors=first.anchors,
+                                              owned_groups=owned))
     return first, after, second
 
 
@@ -123,8 +129,9 @@ def test_rename_to_taken_name_is_not_done_and_membership_follows_old_name() -> N
     # alice was in no group: she counts as returning, and joins devs under her old name.
     assert [(op.kind, op.params.get("users")) for op in first.operations] == [
         (OpKind.REACTIVATE_USER, None), (OpKind.ADD_MEMBERS, ["alice"])]
-    assert first.conflicts == [{"id": "u1", "reason": "rename of 'alice' to 'bob' blocked: "
-                                                      "that Bitbucket name is taken"}]
+    assert first.conflicts == [{"id": "u1", "kind": "name_taken", "record_type": "user",
+                                "reason": "rename of 'alice' to 'bob' blocked: "
+                                          "that Bitbucket name is taken"}]
     assert second.operations == []
 
 
@@ -132,8 +139,10 @@ def test_inactive_user_is_disabled_not_deleted() -> None:
     gone = DesiredUser("u2", "bob", "Bob B", "bob@x.io", False)
     current = bb([("alice", "Alice A", "alice@x.io"), ("bob", "Bob B", "bob@x.io")],
                  {"devs": ["alice", "bob"]}, user_permissions={"bob": "PROJECT_CREATE"})
+    # bob holds PROJECT_CREATE: privileged, so deprovisioned only because he is allow-listed
     first, after, second = converge(PlanInput(desired([ALICE, gone], {"devs": ["alice"]}),
-                                              current, {"u1": "alice", "u2": "bob"}))
+                                              current, {"u1": "alice", "u2": "bob"},
+                                              privileged_allow_users=["bob"]))
     assert first.deprovisioned == ["bob"]
     assert [op.kind for op in first.operations] == [OpKind.DISABLE_USER,
                                                     OpKind.REVOKE_USER_PERMISSION,

@@ -56,8 +56,8 @@ def test_adoption_off_records_a_conflict_and_changes_nothing() -> None:
     current = bb([("ann", "Ann A", "ann@x.io")], {"devs": []})
     plan = plan_changes(PlanInput(desired([ANN], {"devs": ["ann"]}), current, {}, adopt="none"))
     assert plan.operations == []
-    assert plan.conflicts == [{"id": "u1", "reason": "Bitbucket user 'ann' exists and "
-                                                     "adoption is off"}]
+    assert plan.conflicts == [{"id": "u1", "kind": "adopt_off", "record_type": "user",
+                               "reason": "Bitbucket user 'ann' exists and adoption is off"}]
 
 
 def test_returning_user_is_reactivated() -> None:
@@ -134,15 +134,17 @@ class TestSafetyGate:
 
     def test_under_the_limit_passes(self) -> None:
         plan, anchors = self.plan(2)
-        assert safety_gate(self.rules, plan, len(anchors), self.snapshot, None, RunOptions()) is None
+        assert safety_gate(self.rules, plan, len(anchors), self.snapshot, {"users_in_scope": 10},
+                           RunOptions()) is None
 
-    def test_over_the_limit_stops_with_one_line_unless_approved(self) -> None:
+    def test_over_the_limit_stops_with_one_line(self) -> None:
         plan, anchors = self.plan(3)
-        reason = safety_gate(self.rules, plan, len(anchors), self.snapshot, None, RunOptions())
-        assert reason.startswith("plan deprovisions or unlicenses 3 users (30.0% of managed")
+        previous = {"users_in_scope": 10}
+        reason = safety_gate(self.rules, plan, len(anchors), self.snapshot, previous,
+                             RunOptions())
+        assert reason.startswith("plan takes access from 3 users (30.0% of 10 managed users: "
+                                 "3 deprovisioned)")
         assert "\n" not in reason
-        assert safety_gate(self.rules, plan, len(anchors), self.snapshot, None,
-                           RunOptions(approve_deprovisioning=True)) is None
 
     def test_shrunken_extract_stops(self) -> None:
         plan, anchors = self.plan(0)
@@ -150,10 +152,10 @@ class TestSafetyGate:
         reason = safety_gate(self.rules, plan, len(anchors), self.snapshot, previous, RunOptions())
         assert reason.startswith("the IDCS extract shrank from 20 to 10 users in scope (50.0%")
 
-    def test_empty_extract_stops_even_when_approved(self) -> None:
+    def test_empty_extract_stops(self) -> None:
         plan, anchors = self.plan(0)
         reason = safety_gate(self.rules, plan, len(anchors), {"total_users_seen": 0, "users": []},
-                             None, RunOptions(approve_deprovisioning=True))
+                             None, RunOptions())
         assert reason.startswith("IDCS returned 0 users")
 
 
@@ -179,7 +181,8 @@ def worlds(draw: st.DrawFn) -> PlanInput:
                if key(n) in current.users and draw(st.booleans())}
     return PlanInput(desired(people, wanted), current, anchors, protected_users=["svc"],
                      deprovision=draw(st.sampled_from(["disable", "delete", "keep"])),
-                     adopt=draw(st.sampled_from(["username", "username_or_email", "none"])))
+                     adopt=draw(st.sampled_from(["username_and_email", "username",
+                                                 "username_or_email", "none"])))
 
 
 def owned(inp: PlanInput, state: BitbucketState) -> dict[str, BitbucketUser]:

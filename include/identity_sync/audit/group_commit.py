@@ -12,7 +12,7 @@ waits on a timer, and every caller still returns only once its own record is com
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .store import Attempt, AuditStore
 
@@ -21,7 +21,9 @@ from .store import Attempt, AuditStore
 class _Pending:
     attempt: Attempt | None = None
     mark: tuple[str, str] | None = None
+    claim: list[str] | None = None
     number: int = 0
+    lost: set[str] = field(default_factory=set)
     settled: bool = False
     error: BaseException | None = None
 
@@ -36,16 +38,21 @@ class GroupCommit:
         self._writing = False
         self.transactions = self.records = 0  # how well the sharing works, for logs and tests
 
-    def mark(self, op_id: str, status: str) -> None:
-        self._submit(_Pending(mark=(op_id, status)))
+    def mark(self, op_id: str, status: str, *, claim: list[str] | None = None) -> set[str]:
+        """Set the operation's status; with ``claim``, also claim those identities for this
+        run in the same transaction and return the ones a newer run holds."""
+        item = _Pending(mark=(op_id, status), claim=claim)
+        self._submit(item)
+        return item.lost
 
     def record_attempt(self, op_id: str, *, outcome: str, http_status: int | None,
                        error: str | None, started: float,
-                       anchors: dict[str, str | None] | None = None) -> int:
+                       anchors: dict[str, str | None] | None = None,
+                       release: tuple[str, ...] = ()) -> int:
         """As :meth:`AuditStore.record_attempt`, sharing the transaction with other threads."""
         return self._submit(_Pending(attempt=Attempt.timed(
             op_id, outcome=outcome, http_status=http_status, error=error, started=started,
-            anchors=anchors)))
+            anchors=anchors, release=release)))
 
     def _submit(self, item: _Pending) -> int:
         with self._cond:
@@ -69,15 +76,19 @@ class GroupCommit:
     def _write(self, group: list[_Pending]) -> None:
         attempts = [p for p in group if p.attempt is not None]
         try:
-            numbers = self.store.write_progress(
+            progress = self.store.write_progress(
                 self.run_id, attempts=[p.attempt for p in attempts if p.attempt],
-                marks=[p.mark for p in group if p.mark is not None])
+                marks=[p.mark for p in group if p.mark is not None],
+                claims=[(p.mark[0], p.claim) for p in group if p.mark and p.claim])
         except BaseException as exc:  # every writer of the group learns its write failed
             for p in group:
                 p.error, p.settled = exc, True
             return
-        for p, number in zip(attempts, numbers, strict=True):
+        for p, number in zip(attempts, progress.numbers, strict=True):
             p.number = number
+        for p in group:
+            if p.mark and p.claim:
+                p.lost = progress.lost.get(p.mark[0], set())
         for p in group:
             p.settled = True
         self.transactions += 1

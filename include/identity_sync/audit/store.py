@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from ..planning.operations import Operation
+from . import identity_state
 from . import schema as t
 from .migrate import WRITE, upgrade
 
@@ -55,13 +56,24 @@ class Attempt:
     error: str | None
     duration_ms: int
     anchors: dict[str, str | None] | None = None
+    release: tuple[str, ...] = ()  # identities this attempt ends the in-flight claim on
 
     @classmethod
     def timed(cls, op_id: str, *, outcome: str, http_status: int | None, error: str | None,
-              started: float, anchors: dict[str, str | None] | None = None) -> Attempt:
+              started: float, anchors: dict[str, str | None] | None = None,
+              release: tuple[str, ...] = ()) -> Attempt:
         """The attempt that began at ``started`` (``time.monotonic()``) and ends now."""
         return cls(op_id, outcome, http_status, error,
-                   int((time.monotonic() - started) * 1000), anchors)
+                   int((time.monotonic() - started) * 1000), anchors, release)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What :meth:`AuditStore.write_progress` wrote: attempt numbers in the order given, and
+    per claiming operation the identities it could not claim (a newer run holds them)."""
+
+    numbers: list[int]
+    lost: dict[str, set[str]]
 
 
 def utcnow() -> datetime:
@@ -142,6 +154,23 @@ class AuditStore:
         with self._begin() as conn:
             conn.execute(update(t.sync_runs).where(t.sync_runs.c.run_id == run_id).values(**values))
 
+    def merge_run_counts(self, run_id: str, sections: Mapping[str, Any], **columns: Any
+                         ) -> dict[str, Any] | None:
+        """Replace the ``sections`` (top-level keys) of the run's ``counts`` and set the run's
+        ``columns``, reading and writing in one write transaction (the run row locked on
+        PostgreSQL, the write lock held on SQLite): concurrent callers lose no section. Returns
+        the merged counts, or None when there is no such run."""
+        c = t.sync_runs.c
+        with self._begin() as conn:
+            row = conn.execute(select(c.counts).where(c.run_id == run_id)
+                               .with_for_update()).first()
+            if row is None:
+                return None
+            counts = {**(row.counts or {}), **sections}
+            conn.execute(update(t.sync_runs).where(c.run_id == run_id)
+                         .values(counts=counts, **columns))
+        return counts
+
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.sync_runs).where(t.sync_runs.c.run_id == run_id)).first()
@@ -152,23 +181,6 @@ class AuditStore:
             rows = conn.execute(select(t.sync_runs).order_by(t.sync_runs.c.started_at.desc())
                                 .limit(limit))
             return [dict(r._mapping) for r in rows]
-
-    def newer_planned_run(self, run_id: str, dag_ids: Iterable[str]) -> str | None:
-        """A run that planned after ``run_id`` started: its plan supersedes ours (invariant 3)."""
-        run = self.get_run(run_id)
-        if run is None:
-            return None
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.sync_runs.c.run_id).where(
-                    t.sync_runs.c.dag_id.in_(list(dag_ids)),
-                    t.sync_runs.c.run_id != run_id,
-                    t.sync_runs.c.started_at > run["started_at"],
-                    t.sync_runs.c.status.in_(["planned", "applying", "succeeded", "failed"]),
-                    t.sync_runs.c.dry_run.is_(False),
-                ).order_by(t.sync_runs.c.started_at.desc()).limit(1)
-            ).first()
-        return row[0] if row else None
 
     # -- artifacts (snapshots, desired state, Bitbucket state) -------------------------------------
     def put_artifact(self, run_id: str, name: str, data: Any, rows: int) -> None:
@@ -220,13 +232,16 @@ class AuditStore:
         an operation's outcome and the identity it implies are committed together."""
         attempt = Attempt.timed(op_id, outcome=outcome, http_status=http_status, error=error,
                                 started=started, anchors=anchors)
-        return self.write_progress(run_id, attempts=[attempt])[0]
+        return self.write_progress(run_id, attempts=[attempt]).numbers[0]
 
     def write_progress(self, run_id: str, *, attempts: Sequence[Attempt] = (),
-                       marks: Sequence[tuple[str, str]] = ()) -> list[int]:
+                       marks: Sequence[tuple[str, str]] = (),
+                       claims: Sequence[tuple[str, Sequence[str]]] = ()) -> Progress:
         """In one transaction: append the ``attempts`` (numbered after each operation's last)
-        with their statuses and anchors, and set the ``marks`` (op_id, status); returns the
-        attempt numbers. The apply's threads share such transactions (:mod:`.group_commit`).
+        with their statuses and anchors, ending their identities' in-flight claims; set the
+        ``marks`` (op_id, status); and claim each ``claims`` (op_id, identities) for this run
+        (:func:`.identity_state.claim`). The apply's threads share such transactions
+        (:mod:`.group_commit`).
 
         Two writers racing for the same number (a task and its zombie, say) cannot both win the
         primary key: the loser's transaction rolls back and it takes the next number."""
@@ -263,7 +278,14 @@ class AuditStore:
                         ).values(status=value, updated_at=now))
                     if anchors:
                         self._write_anchors(conn, run_id, anchors, now)
-                return numbers
+                    for landed in (True, False):
+                        ended = sorted({i for a in attempts if (a.outcome == "done") is landed
+                                        for i in a.release})
+                        if ended:
+                            identity_state.release(conn, run_id, ended, now, landed=landed)
+                    lost = {op_id: identity_state.claim(conn, run_id, list(ids), now)
+                            for op_id, ids in claims if ids}
+                return Progress(numbers, lost)
             except IntegrityError:  # no plan row to lock, and another writer took the number
                 if tries == ATTEMPT_RETRIES - 1:
                     raise
@@ -452,6 +474,54 @@ class AuditStore:
                     result = conn.execute(delete(table).where(table.c.run_id.in_(chunk)))
                     deleted[table.name] += result.rowcount
         return deleted
+
+    # -- owned groups (design invariant 4) ---------------------------------------------------------
+    def record_owned_group(self, name: str, run_id: str) -> None:
+        """``name`` was created by the sync in ``run_id``: from now on it is the sync's to manage.
+        The first record of a group is kept (a re-creation does not move its origin)."""
+        self._upsert(t.owned_groups, [{"group_key": name.casefold(), "name": name,
+                                       "created_by_run": run_id, "created_at": utcnow()}],
+                     update_cols=[])
+
+    def owned_groups(self, candidates: Iterable[str] = ()) -> dict[str, str]:
+        """Group key -> name of the Bitbucket groups the sync created.
+
+        ``candidates`` (group names, e.g. the existing groups a plan is about to manage) not in
+        the table yet are looked up in the audit trail: groups created before the table existed
+        (or whose record a crash lost) count as owned when a ``create_group`` of theirs ended
+        ``done`` without Bitbucket answering 409 (an old release took 409 for done: those groups
+        existed already and are not the sync's). Found ones are recorded, once."""
+        o, p, a = t.owned_groups.c, t.plan_operations.c, t.operation_attempts.c
+        with self.engine.connect() as conn:
+            owned = {r.group_key: r.name for r in conn.execute(select(o.group_key, o.name))}
+        wanted = sorted({n for n in candidates if n.casefold() not in owned})
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), 500):  # the target index serves these lookups
+            chunk = wanted[start : start + 500]
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(p.run_id, p.target, p.updated_at)
+                    .join(t.operation_attempts, (a.run_id == p.run_id) & (a.op_id == p.op_id))
+                    .where(p.target.in_(chunk), p.kind == "create_group", p.status == "done",
+                           a.outcome == "done",
+                           or_(a.http_status.is_(None), a.http_status != 409))
+                    .order_by(p.updated_at)).all()
+            for row in rows:
+                found.setdefault(row.target.casefold(), {
+                    "group_key": row.target.casefold(), "name": row.target,
+                    "created_by_run": row.run_id, "created_at": row.updated_at})
+        if found:
+            self._upsert(t.owned_groups, list(found.values()), update_cols=[])
+            owned.update({k: r["name"] for k, r in found.items()})
+        return owned
+
+    def conflicted_creates(self, run_id: str) -> list[str]:
+        """Names whose ``create_user`` in this run ended ``conflict``: an existing account the
+        sync cannot prove its own, which the run's later operations must leave alone."""
+        p = t.plan_operations.c
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(p.target).where(
+                p.run_id == run_id, p.kind == "create_user", p.status == "conflict")).scalars())
 
 
 def _op_from_row(row: Any) -> Operation:

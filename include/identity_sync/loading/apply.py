@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..audit import identity_state
 from ..audit.group_commit import GroupCommit
 from ..audit.store import AuditStore
 from ..bitbucket.client import BitbucketClient, BitbucketError
@@ -36,6 +37,7 @@ from ..bitbucket.preflight import PreflightReport
 from ..http import ApiError
 from ..model import key
 from ..planning.operations import MARKER_KINDS, Operation, OpKind, operation_users
+from ..planning.planner import ELEVATED_PERMISSIONS
 from .breaker import BREAKER_OPEN, BreakerSettings, CircuitBreaker
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,16 @@ class PermanentApplyError(ApplyError):
         super().__init__(message, transient=False)
 
 
+class ConflictError(ApplyError):
+    """The operation meets an object the sync cannot prove is its own (a name taken by another
+    account or group): recorded as ``conflict``, nothing changed in Bitbucket, no anchor written.
+    Final and not a failure: neither a retry nor Bitbucket being healthier would change it."""
+
+    def __init__(self, reason: str, *, status: int | None = 409) -> None:
+        super().__init__(reason, transient=False)
+        self.reason, self.status = reason, status  # status: Bitbucket's answer (None: read back)
+
+
 @dataclass
 class BatchResult:
     done: int = 0
@@ -71,6 +83,7 @@ class BatchResult:
     licence_stop: str | None = None  # why creates and additions stopped, with seats missing
     breaker: str | None = None  # why the circuit breaker stopped the batch
     interrupted: int = 0  # operations a killed worker left in flight, sent again
+    conflicts: int = 0  # operations that met an object not provably the sync's (not failures)
 
     def raise_for_failures(self, label: str) -> None:
         if self.breaker:
@@ -86,12 +99,17 @@ class BatchResult:
 
 
 def _already_done(op: Operation, err: BitbucketError) -> bool:
-    if op.kind in (OpKind.CREATE_GROUP, OpKind.CREATE_USER):
-        return err.already_exists
+    """"Already gone" counts as done. "Already exists" (409 on a create) is decided by
+    :func:`_create_user` and :func:`_create_group`: done only when provably ours."""
     if op.kind in (OpKind.DELETE_USER, OpKind.REMOVE_MEMBERSHIP, OpKind.REVOKE_USER_PERMISSION,
                    OpKind.DELETE_GROUP):
         return err.entity_missing
     return False
+
+
+def _missing(err: BitbucketError, what: str) -> bool:
+    """An entity-missing 404 whose exception names ``what`` (``User`` or ``Group``)."""
+    return err.entity_missing and (err.exception_name or "").endswith(f"NoSuch{what}Exception")
 
 
 def _add_members(client: BitbucketClient, op: Operation) -> None:
@@ -101,8 +119,9 @@ def _add_members(client: BitbucketClient, op: Operation) -> None:
     except BitbucketError as err:
         # add-users is all-or-nothing: one missing user fails the lot. Split in halves until the
         # missing ones are alone, so the others still land (about k·log2(n) calls for k bad
-        # users), then report exactly who could not be added.
-        if not err.entity_missing or len(users) == 1:
+        # users), then report exactly who could not be added. A missing group (or any other
+        # 404) fails at once: no half of the list could land.
+        if not _missing(err, "User") or len(users) == 1:
             raise
         missing = _add_halves(client, group, users)
         if missing:
@@ -119,7 +138,7 @@ def _add_halves(client: BitbucketClient, group: str, users: list[str]) -> list[s
         try:
             client.add_users_to_group(group, half)
         except BitbucketError as err:
-            if not err.entity_missing:
+            if not _missing(err, "User"):
                 raise
             missing += half if len(half) == 1 else _add_halves(client, group, half)
     return missing
@@ -135,34 +154,121 @@ def _create_user(client: BitbucketClient, op: Operation, notify: bool) -> Note:
     except BitbucketError as err:
         if not err.already_exists:
             raise
-        # Exists already (e.g. a create that timed out but landed): converge its details.
-        return _converge(client, p, err.status or 409, "user existed")
+        # The name exists (a create that timed out but landed, or somebody else's account).
+        return _converge(client, op, err.status or 409, "user existed")
     if read_back:
-        return _converge(client, p, None, "create got no answer; user found on reading back")
+        return _converge(client, op, None, "create got no answer; user found on reading back")
     return None
 
 
-def _converge(client: BitbucketClient, p: dict[str, Any], status: int | None,
+def _converge(client: BitbucketClient, op: Operation, status: int | None,
               why: str) -> tuple[int | None, str]:
+    """An account named like the one ``op`` creates exists: done if it is provably ours (its
+    details converged only when it is anchored to this IDCS user), else :class:`ConflictError`
+    (design invariant 2: a collision is a conflict, never a takeover)."""
+    p = op.params
+    own = p.get("ownership") or {}
     existing = client.find_user(p["name"])
-    if existing and (existing.get("displayName"), existing.get("emailAddress")) != (
-            p["displayName"], p["email"]):
-        client.update_user(existing["name"], p["displayName"], p["email"])
-        return status, f"treated as done: {why}; details converged"
-    return status, f"treated as done: {why}"
+    if existing is None:
+        raise ConflictError(f"Bitbucket says user {p['name']!r} exists ({why}) but it cannot be "
+                            "read back: not taken as ours", status=status)
+    name = existing["name"]
+    owner = own.get("anchored_to")
+    if owner and op.idcs_id and owner == op.idcs_id:
+        if (existing.get("displayName"), existing.get("emailAddress")) != (
+                p["displayName"], p["email"]):
+            client.update_user(name, p["displayName"], p["email"])
+            return status, f"treated as done: {why}; anchored to this IDCS user; details converged"
+        return status, f"treated as done: {why}; anchored to this IDCS user"
+    problems = []
+    if owner:
+        problems.append(f"it is anchored to IDCS user {owner}")
+    if not (existing.get("mutableDetails", True) and existing.get("mutableGroups", True)):
+        problems.append(f"it is in the read-only directory {existing.get('directoryName')!r}")
+    if key(name) == key(client.username):
+        problems.append("it is the service account the sync runs as")
+    if own.get("adopt", "username_and_email") == "none":
+        problems.append("adoption is off (users.adopt: none)")
+    wanted = (p["name"], p["displayName"], p["email"])
+    found = (name, existing.get("displayName") or "", existing.get("emailAddress") or "")
+    if tuple(map(key, wanted)) != tuple(map(key, found)):
+        problems.append(f"its details differ (display name {found[1]!r}, e-mail {found[2]!r})")
+    if not problems and not own.get("allow_privileged"):
+        held = _privilege(client, name)
+        if held:
+            problems.append(f"it holds {held} (users.allow_privileged)")
+    if problems:
+        raise ConflictError(f"Bitbucket user {name!r} exists ({why}) and is not provably the "
+                            f"sync's: {'; '.join(problems)}; left as it is, no anchor written",
+                            status=status)
+    return status, f"treated as done: {why}; same details, internal directory, not privileged"
 
 
-def _create_group(client: BitbucketClient, name: str) -> Note:
-    if client.create_group(name):
-        return None, "treated as done: create got no answer; group found on reading back"
+def _privilege(client: BitbucketClient, name: str) -> str | None:
+    """The PROJECT_CREATE / ADMIN / SYS_ADMIN an account holds, directly or through a group;
+    read from Bitbucket (only when a create met an existing account, so cost does not matter)."""
+    for entry in client.iter_pages("/admin/permissions/users", {"filter": name}):
+        if key(entry["user"]["name"]) == key(name) and \
+                entry["permission"] in ELEVATED_PERMISSIONS:
+            return str(entry["permission"])
+    groups = {key(g["name"]) for g in client.iter_pages("/admin/users/more-members",
+                                                        {"context": name})}
+    if groups:
+        for entry in client.group_permissions():
+            group = entry["group"]["name"]
+            if key(group) in groups and entry["permission"] in ELEVATED_PERMISSIONS:
+                return f"{entry['permission']} through group {group!r}"
     return None
+
+
+def _create_group(client: BitbucketClient, op: Operation) -> Note:
+    """Create a group. 409 counts as done only when an earlier unanswered attempt of this very
+    request may have created it (the read-back before resending failed); otherwise the group
+    is somebody else's: :class:`ConflictError`, and the sync does not manage it."""
+    name = op.params["name"]
+    unanswered: list[bool] = []
+
+    def landed() -> bool:  # what BitbucketClient.create_group reads back, noting that it did
+        unanswered.append(True)
+        return client.group_exists(name)
+
+    try:
+        if client._send("POST", "/admin/groups", params={"name": name},
+                        read_back=landed) is None:
+            return None, "treated as done: create got no answer; group found on reading back"
+    except BitbucketError as err:
+        if not err.already_exists:
+            raise
+        if unanswered:
+            return err.status, ("treated as done: an unanswered attempt of this create had "
+                                "landed (409 on sending it again)")
+        raise ConflictError(
+            f"Bitbucket group {name!r} already exists and the sync did not create it: left "
+            "alone, not managed (list it in groups.adopt_existing to let the sync manage it)"
+        ) from err
+    return None
+
+
+OWNED_RECHECKS, OWNED_RECHECK_SECONDS = 5, 0.2
+
+
+def _created_by_sync(store: AuditStore, name: str) -> bool:
+    """Whether a group whose create met a 409 is the sync's own: another run of it created the
+    group (runs overlap). That run records the group right after its create lands, so a 409
+    arriving in between is checked again a few times before it is called a conflict."""
+    for attempt in range(OWNED_RECHECKS):
+        if key(name) in store.owned_groups([name]):
+            return True
+        if attempt < OWNED_RECHECKS - 1:
+            time.sleep(OWNED_RECHECK_SECONDS)
+    return False
 
 
 def execute(client: BitbucketClient, op: Operation, *, notify: bool = False) -> Note:
     """Carry out one operation; returns a note when it was done in a non-obvious way."""
     p = op.params
     actions: dict[OpKind, Callable[[], object]] = {
-        OpKind.CREATE_GROUP: lambda: _create_group(client, p["name"]),
+        OpKind.CREATE_GROUP: lambda: _create_group(client, op),
         OpKind.SET_GROUP_PERMISSION: lambda: client.set_group_permission(p["group"],
                                                                          p["permission"]),
         OpKind.CREATE_USER: lambda: _create_user(client, op, notify),
@@ -212,7 +318,9 @@ def read_only_users(users: list[dict[str, Any]]) -> dict[str, str]:
 def untouchable_users(store: AuditStore, client: BitbucketClient, run_id: str) -> dict[str, str]:
     """User key -> why the sync must leave the user alone: the service account itself, and
     users of read-only directories (from the state this run read; none known without it).
-    read_bitbucket saves them apart, so a batch need not load the whole state to know them."""
+    read_bitbucket saves them apart, so a batch need not load the whole state to know them.
+    Also the accounts this run's creates met but could not prove its own (``conflict``): what
+    the plan meant to add to groups was the account it would have created, not that one."""
     try:
         out = dict(store.get_artifact(run_id, READ_ONLY_USERS))
     except KeyError:  # a run read before that artifact existed
@@ -220,8 +328,20 @@ def untouchable_users(store: AuditStore, client: BitbucketClient, run_id: str) -
             out = read_only_users(store.get_artifact(run_id, CURRENT_STATE).get("users", []))
         except KeyError:
             out = {}
+    for name in store.conflicted_creates(run_id):
+        out[key(name)] = "an existing account its create met, not the sync's (conflict)"
     out[key(client.username)] = "the service account the sync runs as"
     return out
+
+
+def _only_users(op: Operation, keep: list[str]) -> Operation:
+    """An add_members operation for only the ``keep`` users (its identities kept aligned)."""
+    pairs = list(zip(op.params["users"], op.identities or [""] * len(op.params["users"]),
+                     strict=True))
+    wanted = {key(u) for u in keep}
+    kept = [(u, i) for u, i in pairs if key(u) in wanted]
+    return dataclasses.replace(op, params={**op.params, "users": [u for u, _ in kept]},
+                               identities=[i for _, i in kept if i] if op.identities else [])
 
 
 def _user_targets(op: Operation) -> list[str]:
@@ -256,7 +376,7 @@ def _licence_message(client: BitbucketClient, failed: Operation, rest: list[Oper
 
 
 STARTED, INTERRUPTED = "started", "interrupted"
-FINAL_STATUSES = frozenset({"done", "failed", "skipped", "superseded"})
+FINAL_STATUSES = frozenset({"done", "failed", "skipped", "superseded", "conflict"})
 INTERRUPTED_NOTE = ("the worker stopped while this operation was in flight (killed or lost); "
                     "Bitbucket may or may not have carried it out: sent again, where 'already "
                     "exists' / 'already gone' count as done")
@@ -321,6 +441,8 @@ def lanes(ops: list[Operation]) -> list[list[Operation]]:
 
 
 def _lane_keys(op: Operation) -> list[str]:
+    if op.lane:  # planned with lanes: one identity's chain, whatever names it goes through
+        return [op.lane]
     if op.kind is OpKind.ADD_MEMBERS:
         return [f"group:{key(op.params['group'])}"]
     if op.kind is OpKind.REMOVE_MEMBERSHIP:
@@ -341,12 +463,11 @@ class _BatchRun:
 
     def __init__(self, store: AuditStore, client: BitbucketClient, run_id: str,
                  todo: list[Operation], result: BatchResult, guard: CircuitBreaker, *,
-                 notify: bool, superseded_users: set[str] | None,
-                 untouchable: dict[str, str]) -> None:
+                 notify: bool, untouchable: dict[str, str]) -> None:
         self.store, self.client, self.run_id, self.todo = store, client, run_id, todo
         self.audit = GroupCommit(store, run_id)
         self.result, self.guard, self.notify = result, guard, notify
-        self.superseded_users, self.untouchable = superseded_users, untouchable
+        self.untouchable = untouchable
         self.index = {op.op_id: i for i, op in enumerate(todo)}
         self.lock = threading.Condition()
         self.in_flight = 0
@@ -401,17 +522,6 @@ class _BatchRun:
             self._not_sent(op, stop, started)
             return
         targets = _user_targets(op)
-        if self.superseded_users:
-            later = [u for u in targets if key(u) in self.superseded_users]
-            keep = [u for u in targets if key(u) not in self.superseded_users]
-            if later and (op.kind is not OpKind.ADD_MEMBERS or not keep):
-                self.audit.mark(op.op_id, "superseded")
-                with self.lock:
-                    result.superseded += 1
-                return
-            if later:
-                op = dataclasses.replace(op, params={**op.params, "users": keep})
-                targets = keep
         refused = {u: self.untouchable[key(u)] for u in targets if key(u) in self.untouchable}
         if refused:
             remark = "; ".join(f"{u}: {why}" for u, why in refused.items())
@@ -423,7 +533,7 @@ class _BatchRun:
                 self.audit.record_attempt(op.op_id, outcome="skipped", http_status=None,
                                           error=f"refused: {remark}", started=started)
                 return
-            op = dataclasses.replace(op, params={**op.params, "users": keep})
+            op = _only_users(op, keep)
         stop = self._enter(op)
         if stop:
             self._not_sent(op, stop, started)
@@ -441,12 +551,32 @@ class _BatchRun:
     def _send(self, op: Operation, refused: list[str], started: float) -> bool:
         """Send one operation and record its outcome; False when it failed."""
         result = self.result
-        if op.kind not in MARKER_KINDS:  # a crash from here on leaves the mark behind
+        claimed: tuple[str, ...] = ()
+        if op.identities:  # mark and claim in one transaction (invariant 3)
+            lost = self.audit.mark(op.op_id, STARTED, claim=list(op.identities))
+            claimed = tuple(i for i in op.identities if i not in lost)
+            if lost:
+                op = self._left_to_newer(op, lost, claimed, started)
+                if op is None:
+                    return True
+        elif op.kind not in MARKER_KINDS:  # a crash from here on leaves the mark behind
             self.audit.mark(op.op_id, STARTED)
         change = _anchor_change(op)
         anchors = None if change is None else {change[0]: change[1]}
         try:
             note = execute(self.client, op, notify=self.notify)
+        except ConflictError as err:  # final, not a failure: the batch goes on (invariant 2)
+            if not (op.kind is OpKind.CREATE_GROUP and _created_by_sync(self.store,
+                                                                        op.params["name"])):
+                with self.lock:
+                    result.conflicts += 1
+                    self.guard.success()  # Bitbucket answered; nothing to hold against it
+                self.audit.record_attempt(op.op_id, outcome="conflict", http_status=err.status,
+                                          error=err.reason, started=started, release=claimed)
+                log.warning("%s: conflict: %s", op.describe(), err.reason)
+                return True
+            note = err.status, "treated as done: the group exists; another run of the sync " \
+                               "created it (owned_groups)"
         except ApiError as err:
             if isinstance(err, BitbucketError) and _already_done(op, err):
                 with self.lock:
@@ -454,7 +584,7 @@ class _BatchRun:
                     self.guard.success()
                 self.audit.record_attempt(op.op_id, outcome="done", http_status=err.status,
                                           error=f"treated as done: {err.message}",
-                                          started=started, anchors=anchors)
+                                          started=started, anchors=anchors, release=claimed)
                 return True
             if isinstance(err, BitbucketError) and err.licence_limit and op.kind in SEAT_KINDS:
                 self._licence_refused(op, err, started)
@@ -467,7 +597,7 @@ class _BatchRun:
                 if opened:
                     result.breaker = opened
             self.audit.record_attempt(op.op_id, outcome="failed", http_status=err.status,
-                                      error=str(err), started=started)
+                                      error=str(err), started=started, release=claimed)
             log.error("%s failed: %s", op.describe(), err)
             if opened:
                 log.error("%s", opened)
@@ -478,9 +608,35 @@ class _BatchRun:
         with self.lock:
             result.done += 1
             self.guard.success()
+        if op.kind is OpKind.CREATE_GROUP:  # the sync's from now on (invariant 4); recorded
+            # first, so a run whose create of it meets a 409 right after finds it owned
+            self.store.record_owned_group(op.params["name"], self.run_id)
         self.audit.record_attempt(op.op_id, outcome="done", http_status=http_status,
-                                  error=remark, started=started, anchors=anchors)
+                                  error=remark, started=started, anchors=anchors,
+                                  release=claimed)
         return True
+
+    def _left_to_newer(self, op: Operation, lost: set[str], claimed: tuple[str, ...],
+                       started: float) -> Operation | None:
+        """Some of ``op``'s identities are held by a run that planned from newer IDCS data:
+        leave them to it. Returns what is left to send (additions keep their other users), or
+        None when the whole operation is superseded (recorded with the runs that hold it)."""
+        holders = identity_state.holders(self.store, self.run_id, lost)
+        runs = ", ".join(sorted(set(holders.values()))) or "a newer run"
+        keep = [u for u, i in zip(op.params["users"], op.identities, strict=True)
+                if i not in lost] if op.kind is OpKind.ADD_MEMBERS else []
+        with self.lock:
+            self.result.superseded += 1 if not keep else 0
+        if not keep:
+            self.audit.record_attempt(
+                op.op_id, outcome="superseded", http_status=None, started=started,
+                error=f"superseded: {runs} planned for this identity from newer IDCS data",
+                release=claimed)
+            return None
+        gone = [u for u, i in zip(op.params["users"], op.identities, strict=True) if i in lost]
+        log.info("%s: %d users left to %s (planned from newer IDCS data): %s", op.describe(),
+                 len(gone), runs, ", ".join(gone[:5]))
+        return _only_users(op, keep)
 
     def _licence_refused(self, op: Operation, err: BitbucketError, started: float) -> None:
         """The first licence refusal names the seats missing and stops creates and additions;
@@ -499,36 +655,26 @@ class _BatchRun:
 
 
 def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: str, batch: int,
-                *, notify: bool = False, superseded_by: str | None = None,
-                superseded_users: set[str] | None = None,
-                breaker: BreakerSettings | None = None,
+                *, notify: bool = False, breaker: BreakerSettings | None = None,
                 workers: int | None = None) -> BatchResult:
     """Run the batch's unfinished operations; never raises for one operation.
 
     Operations go out ``workers`` at a time (default: the client's ``max_concurrency``), in
     :func:`lanes`: those on the same user or group one after another in plan order, the others
-    side by side. ``superseded_users`` (user keys) were planned for by a newer run: operations
-    on them are left to it (marked ``superseded``), and they are dropped from additions to a
-    group."""
+    side by side. Each operation claims its identities as it is marked started; an identity a
+    run with newer IDCS data has planned for is left to that run (``superseded``), and such
+    users are dropped from additions to a group (:mod:`identity_sync.audit.identity_state`)."""
     result = BatchResult()
     guard = CircuitBreaker(breaker or BreakerSettings())
     ops = store.batch_operations(run_id, phase, batch)
-    if superseded_by:
-        pending = [op.op_id for op, status in ops if status not in ("done",)]
-        store.mark_operations(run_id, pending, "superseded")
-        result.superseded = len(pending)
-        log.warning("run %s planned after this one: %d operations left to it", superseded_by,
-                    len(pending))
-        return result
     result.interrupted = _recover_interrupted(store, run_id, ops)
-    todo = [op for op, status in ops if status not in ("done", "superseded")]
+    todo = [op for op, status in ops if status not in ("done", "superseded", "conflict")]
     result.already_done = sum(status == "done" for _, status in ops)
     if not todo:
         return result
     _preflight(store, client, run_id)
     result.licence_stop = _licence_stop_elsewhere(store, run_id, {op.op_id for op in todo})
     run = _BatchRun(store, client, run_id, todo, result, guard, notify=notify,
-                    superseded_users=superseded_users,
                     untouchable=untouchable_users(store, client, run_id))
     parallel = lanes(todo)
     size = max(1, min(workers or client.settings.max_concurrency, len(parallel)))
@@ -548,7 +694,7 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
 def undone_operations(store: AuditStore, run_id: str, limit: int = 5) -> str:
     """The operations a run left undone, named, for its one-line failure message."""
     undone = [op for op in store.plan(run_id)
-              if op["status"] not in ("done", "skipped", "superseded")]
+              if op["status"] not in ("done", "skipped", "superseded", "conflict")]
     if not undone:
         return ""
     names = [_describe_row(op) for op in undone[:limit]]

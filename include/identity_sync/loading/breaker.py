@@ -96,20 +96,3 @@ def breaker_settings(rules: object) -> BreakerSettings:
     section = rules.apply.circuit_breaker  # type: ignore[attr-defined]
     return BreakerSettings(**section.model_dump())
 
-
-FAILED_RUN_STATUSES = ("failed", "blocked")
-
-
-def failed_run_streak(runs: list[dict[str, object]], dag_id: str) -> int:
-    """How many of the DAG's latest finished runs failed in a row (newest first in ``runs``,
-    as ``AuditStore.runs`` gives them); dry runs and runs still going do not count. This is
-    the number to alert on: one failed run is noise, three in a row is an outage."""
-    streak = 0
-    for run in runs:
-        if run.get("dag_id") != dag_id or run.get("dry_run") or run.get("status") in (
-                "running", "planned", "applying", "dry_run"):
-            continue
-        if run.get("status") not in FAILED_RUN_STATUSES:
-            break
-        streak += 1
-    return streak

@@ -151,9 +151,16 @@ class ScopeRules(_Strict):
 class UserRules(_Strict):
     attributes: UserAttributes = UserAttributes()
     deprovision: Literal["disable", "delete", "keep"] = "disable"
-    adopt: Literal["username", "username_or_email", "none"] = "username"
+    # Taking over an existing Bitbucket account on the first sync: username_and_email (both
+    # match, case-insensitively), username, username_or_email (a unique e-mail match is adopted
+    # and renamed), none. Never an account anchored elsewhere, protected, read-only or privileged.
+    adopt: Literal["username_and_email", "username", "username_or_email", "none"] = \
+        "username_and_email"
     protected: list[str] = Field(default_factory=list, description="Bitbucket users never touched.")
     initial_password: Literal["random", "notify"] = "random"
+    allow_privileged: list[str] = Field(
+        default_factory=list, description="Bitbucket users holding PROJECT_CREATE, ADMIN or "
+        "SYS_ADMIN (directly or through a group) the sync may still adopt and change.")
 
 
 class RegexRename(_Strict):
@@ -206,11 +213,25 @@ class GroupRules(_Strict):
     permissions: dict[str, Permission] = Field(default_factory=dict)
     protected: list[str] = Field(default_factory=list, description="Bitbucket groups never changed.")
     delete_removed: bool = False
+    adopt_existing: list[str] = Field(
+        default_factory=list, description="Existing Bitbucket groups the sync may manage "
+        "although it did not create them.")
+    allow_privileged: list[str] = Field(
+        default_factory=list, description="Bitbucket groups holding PROJECT_CREATE, ADMIN or "
+        "SYS_ADMIN the sync may still change.")
 
     @field_validator("name_template")
     @classmethod
     def _parses(cls, value: str) -> str:
         return _check_group_template(value)
+
+    def named_groups(self) -> list[str]:
+        """Bitbucket groups the rules name explicitly (rename targets, default and new-user
+        groups, permission keys, adopt_existing): with the groups it created, what the sync
+        manages (design invariant 4)."""
+        names = [*self.rename.values(), *self.default_groups, *self.new_user_groups,
+                 *self.permissions, *self.adopt_existing]
+        return sorted({n.casefold(): n for n in names}.values(), key=str.casefold)
 
 
 class SafetyRules(_Strict):
@@ -218,6 +239,23 @@ class SafetyRules(_Strict):
     max_deprovision_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
     min_users: Annotated[int, Field(ge=0)] = 1
     max_shrink_percent: Annotated[float, Field(ge=0, le=100)] = 20.0
+    # Who may approve a plan a safety gate stopped: Airflow user ids (the auth manager's
+    # ``get_id()``: the username with the simple auth manager, the numeric id with FAB). Empty:
+    # nobody can, and a stopped run ends ``blocked`` at once.
+    approvers: list[str] = Field(default_factory=list)
+    # How long a stopped run waits for an approver before it ends ``blocked`` (fractions allowed:
+    # 0.5 is 30 minutes).
+    approval_timeout_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24.0
+
+    @field_validator("approvers")
+    @classmethod
+    def _named_once(cls, value: list[str]) -> list[str]:
+        names = [v.strip() for v in value]
+        if any(not n for n in names):
+            raise ValueError("an approver must be a non-empty Airflow user id")
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"approvers named twice: {', '.join(dupes)}")
+        return names
 
 
 class CircuitBreakerRules(_Strict):

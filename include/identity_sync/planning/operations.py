@@ -128,14 +128,25 @@ def assign_batches(ops: list[Operation], batch_size: int, max_batches: int,
                    slots: int = PARALLEL_SLOTS) -> None:
     """Number batches per phase: at most ``batch_size`` operations each (grown so no phase
     exceeds ``max_batches``: Airflow fails a mapping of more than ``[core] max_map_length``
-    items), as many batches as a multiple of ``slots`` and equal in size (±1), so the phase
-    ends when its parallel slots do: 965 creates in 8 batches of 120-121, not 4 × 200 + 165
-    where the fifth runs alone. A phase that fits one batch stays one batch."""
+    items), as many batches as a multiple of ``slots`` and about equal in size, so the phase
+    ends when its parallel slots do: 965 creates in 8 batches of about 121, not 4 × 200 + 165
+    where the fifth runs alone. A phase that fits one batch stays one batch.
+
+    Batches hold whole lanes (``Operation.lane``: one identity's dependent operations), since
+    the batches of a phase run at once: a rename and the update of the new name, split by
+    position, could run in either order. Lanes are laid end to end in plan order and each goes
+    whole into the batch where its first operation falls; a long lane makes its batch bigger."""
     for phase in PHASE_ORDER:
         phase_ops = [op for op in ops if op.phase is phase]
         count = batch_count(len(phase_ops), batch_size, max_batches, slots)
+        lanes: dict[str, list[Operation]] = {}
         for index, op in enumerate(phase_ops):
-            op.batch = index * count // len(phase_ops)
+            lanes.setdefault(op.lane or f"#{index}", []).append(op)
+        start = 0
+        for lane in lanes.values():  # a lane goes where its first operation falls by position
+            for op in lane:
+                op.batch = start * count // len(phase_ops)
+            start += len(lane)
 
 
 def batch_count(n: int, batch_size: int, max_batches: int, slots: int = PARALLEL_SLOTS) -> int:
