@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from identity_sync.emulators.serve import Emulators, start_emulators
 from identity_sync_airflow.standalone import admin_password, start_standalone, stop, wait_ready
 
 from ..conftest import unavailable
+from ..e2e.standalone import free_port, wait_for
 from ..e2e.test_sync_dag import expected_state
 
 pytestmark = pytest.mark.browser
@@ -47,22 +46,6 @@ def require_chromium() -> None:
     if CHROMIUM.exists():
         return
     unavailable(f"{CHROMIUM} is missing", "install Debian's chromium package")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @dataclass

@@ -228,10 +228,18 @@ class BitbucketClient:
     def delete_user(self, name: str) -> None:
         self.request("DELETE", "/admin/users", params={"name": name})
 
-    def create_group(self, name: str) -> bool:
-        """True when the group was found on reading back after an unanswered create."""
+    def create_group(self, name: str, *,
+                     on_read_back: Callable[[], None] | None = None) -> bool:
+        """True when the group was found on reading back after an unanswered create.
+        ``on_read_back`` is told whenever an attempt went unanswered and was read back, so a
+        409 after it can be told apart from a group somebody else made."""
+        def landed() -> bool:
+            if on_read_back is not None:
+                on_read_back()
+            return self.group_exists(name)
+
         return self._send("POST", "/admin/groups", params={"name": name},
-                          read_back=lambda: self.group_exists(name)) is None
+                          read_back=landed) is None
 
     def delete_group(self, name: str) -> None:
         self.request("DELETE", "/admin/groups", params={"name": name})

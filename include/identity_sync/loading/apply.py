@@ -227,14 +227,8 @@ def _create_group(client: BitbucketClient, op: Operation) -> Note:
     is somebody else's: :class:`ConflictError`, and the sync does not manage it."""
     name = op.params["name"]
     unanswered: list[bool] = []
-
-    def landed() -> bool:  # what BitbucketClient.create_group reads back, noting that it did
-        unanswered.append(True)
-        return client.group_exists(name)
-
     try:
-        if client._send("POST", "/admin/groups", params={"name": name},
-                        read_back=landed) is None:
+        if client.create_group(name, on_read_back=lambda: unanswered.append(True)):
             return None, "treated as done: create got no answer; group found on reading back"
     except BitbucketError as err:
         if not err.already_exists:
