@@ -23,6 +23,7 @@ from identity_sync.emulators.orggen import generate_idcs_org
 from identity_sync.http import HttpSettings
 from identity_sync.idcs.client import IdcsClient
 from identity_sync.mapping.rules import parse_rules
+from identity_sync.planning.planner import Plan
 from identity_sync.quality.baseline import previous_users
 from identity_sync.quality.gate import CriticalDataQualityError
 
@@ -342,6 +343,10 @@ def test_shrunk_full_extract_after_300_login_runs_finds_its_baseline(
     assert previous is not None
     assert (previous["run_id"], previous["users_in_scope"]) == ("full-1", users)
     assert previous_users(store, "full-2") == (users, "full-1")
+    snapshot = store.get_artifact("full-2", pipeline.SNAPSHOT)
+    reason = pipeline.safety_gate(ALL, Plan([], {}, []), users, snapshot, previous,
+                                  pipeline.RunOptions())
+    assert reason is not None and f"shrank from {users} to {shrunk}" in reason
     with pytest.raises(CriticalDataQualityError, match=f"{users} rows at the last successful"):
         pipeline.check_quality(store, "full-2")  # the data-quality shrink check sees it too
 
@@ -351,3 +356,15 @@ def test_shrunk_full_extract_after_300_login_runs_finds_its_baseline(
     retried = store.get_run("full-2")
     assert again is not None and retried is not None
     assert retried["data_as_of"] > again["data_as_of"]
+
+
+def test_a_full_run_that_left_identities_to_newer_runs_is_still_the_baseline(
+        store: AuditStore) -> None:
+    """Overlapping on-login runs often take a few users from a full run ('superseded'); that
+    run still applied everything it kept, so it stays the baseline and the watermark."""
+    add(store, row("full-1", T0, users_in_scope=50),
+        row("full-2", T0 + HOUR, status="superseded", users_in_scope=60),
+        row("waiting", T0 + 2 * HOUR, status="awaiting_approval"),
+        row("failed", T0 + 3 * HOUR, status="failed"))
+    assert history.shrink_baseline(store, SYNC) == (60, "full-2")
+    assert history.failed_streak(store, SYNC) == 1  # a run waiting for approval ends nothing

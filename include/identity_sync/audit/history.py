@@ -19,11 +19,12 @@ from . import schema as t
 from .store import AuditStore
 
 # A run that applied what it planned; "conflicts" left undone only operations it reported as
-# conflicts (an IDCS name colliding with an account the sync does not own).
-SUCCEEDED_STATUSES = ("succeeded", "conflicts")
+# conflicts (an IDCS name colliding with an account the sync does not own); "superseded" left
+# some identities to runs that planned for them from newer IDCS data (overlapping runs).
+SUCCEEDED_STATUSES = ("succeeded", "conflicts", "superseded")
 FAILED_STATUSES = ("failed", "blocked")
 # Still going (or never meant to write): neither extends nor ends a failed streak.
-UNFINISHED_STATUSES = ("running", "planned", "applying", "dry_run")
+UNFINISHED_STATUSES = ("running", "planned", "applying", "awaiting_approval", "dry_run")
 # Modes whose extract covers the whole scope, or the changes since a watermark.
 WATERMARK_MODES = ("full", "incremental")
 

@@ -104,19 +104,20 @@ def holders(store: AuditStore, run_id: str, identities: Iterable[str]) -> dict[s
     return out
 
 
-def claim(conn: Connection, run_id: str, identities: list[str], now: datetime) -> set[str]:
-    """Inside the transaction that marks an operation ``started``: mark the identities whose
-    intent is still ``run_id``'s as in flight for it; returns those it could not claim."""
+def claim(conn: Connection, run_id: str, identities: Iterable[str], now: datetime) -> set[str]:
+    """Inside the transaction that marks operations ``started``: mark the identities whose
+    intent is still ``run_id``'s as in flight for it; returns those it could not claim (held by
+    another run). An identity with no row was never registered (a plan recorded before this
+    release): nobody else planned for it either, so it is not taken from anyone."""
     s = t.identity_state.c
-    conn.execute(update(t.identity_state).where(
-        s.identity.in_(identities), s.intent_run == run_id,
-    ).values(inflight_run=run_id, inflight_since=now))
-    held = set(conn.execute(select(s.identity).where(
-        s.identity.in_(identities), s.intent_run == run_id)).scalars())
-    # An identity with no row was never registered (a plan recorded before this release):
-    # nobody else planned for it either, so it is not taken from anyone.
-    known = set(conn.execute(select(s.identity).where(s.identity.in_(identities))).scalars())
-    return {i for i in identities if i in known and i not in held}
+    lost: set[str] = set()
+    for chunk in _chunks(sorted(set(identities))):
+        conn.execute(update(t.identity_state).where(
+            s.identity.in_(chunk), s.intent_run == run_id,
+        ).values(inflight_run=run_id, inflight_since=now))
+        lost.update(conn.execute(select(s.identity).where(
+            s.identity.in_(chunk), s.intent_run != run_id)).scalars())
+    return lost
 
 
 def release(conn: Connection, run_id: str, identities: list[str], now: datetime, *,

@@ -283,8 +283,9 @@ class AuditStore:
                                         for i in a.release})
                         if ended:
                             identity_state.release(conn, run_id, ended, now, landed=landed)
-                    lost = {op_id: identity_state.claim(conn, run_id, list(ids), now)
-                            for op_id, ids in claims if ids}
+                    taken = identity_state.claim(conn, run_id,
+                                                 [i for _, ids in claims for i in ids], now)
+                    lost = {op_id: {i for i in ids if i in taken} for op_id, ids in claims}
                 return Progress(numbers, lost)
             except IntegrityError:  # no plan row to lock, and another writer took the number
                 if tries == ATTEMPT_RETRIES - 1:
