@@ -53,6 +53,15 @@ def take_identities(store: AuditStore, run_id: str, identities: Iterable[str]) -
     return lost
 
 
+def release_identities(store: AuditStore, run_id: str) -> int:
+    """A run that stopped before planning gives up the identities it took; returns how many."""
+    released = identity_state.forget_intents(store, run_id)
+    if released:
+        log.info("convergence: %d identities released (this run stopped before planning)",
+                 released)
+    return released
+
+
 def hand_over(store: AuditStore, run_id: str, ops: list[Operation]) -> int:
     """After the plan is recorded: take the identities its operations touch (compare-and-set);
     an operation whose every identity a run with newer IDCS data holds is ``superseded`` now,

@@ -88,3 +88,17 @@ def test_a_dead_workers_claim_is_not_waited_on(store: AuditStore, monkeypatch) -
     later = ids.utcnow() + ids.STALE_IN_FLIGHT + timedelta(seconds=1)
     monkeypatch.setattr(ids, "utcnow", lambda: later)
     assert ids.wait_for_writes(store, "new", timeout=5) < 1
+
+
+def test_a_run_that_never_planned_gives_its_identities_back(store: AuditStore) -> None:
+    """A newer run took alice before reading Bitbucket, then failed before planning: the older
+    run that did plan for her may write her again."""
+    ids.register_intent(store, "old", OLD, ["user:alice"])
+    op = Operation(OpKind.CREATE_USER, "alice", {"name": "alice"}, "x",
+                   identities=["user:alice"])
+    store.record_plan("old", [op])
+    ids.register_intent(store, "new", NEW, ["user:alice"])
+    assert GroupCommit(store, "old").mark(op.op_id, "started", claim=["user:alice"]) == {
+        "user:alice"}
+    assert ids.forget_intents(store, "new") == 1
+    assert GroupCommit(store, "old").mark(op.op_id, "started", claim=["user:alice"]) == set()

@@ -111,3 +111,23 @@ def test_runs_for_different_users_never_interact(make_env) -> None:
     for name in (first, second):
         assert bitbucket_user(env, name) == users[name]
     assert not [a for a in env.store.attempts(f"login-{first}") if a["outcome"] == "superseded"]
+
+
+def test_a_run_that_stops_before_planning_leaves_its_users_to_the_older_plan(make_env) -> None:
+    """A newer login run takes alice before reading Bitbucket, then stops before planning (its
+    plan task died): the older full run's plan for her still lands."""
+    env = make_env(copy.deepcopy(ORG))
+    users, _ = expected_state(env.idcs_app.state.emulator.to_dict())
+    alice = sorted(users)[4]
+    full = plan_run(env, "full-old")
+    store = env.store
+    pipeline.start(store, "login-dies", dag_id="idcs_bitbucket_login_sync", trigger="manual",
+                   mode="user", dry_run=False, rules_hash="t")
+    pipeline.extract(store, "login-dies", env.idcs(), env.rules, DEMO_APP_ID,
+                     subset=Subset.from_params([alice], []))
+    pipeline.map_desired(store, "login-dies", env.rules)
+    pipeline.read_bitbucket(store, "login-dies", env.bitbucket())  # takes alice
+    assert pipeline.finish(store, "login-dies")["status"] == "failed"  # never planned
+    result = apply_run(env, "full-old", full)
+    assert result.status == "succeeded", result
+    assert bitbucket_user(env, alice) == users[alice]

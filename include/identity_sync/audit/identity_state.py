@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import schema as t
@@ -90,6 +90,15 @@ def register_intent(store: AuditStore, run_id: str, data_as_of: datetime,
             lost.update(conn.execute(select(s.c.identity, s.c.intent_run).where(
                 s.c.identity.in_(chunk), s.c.intent_run != run_id)).tuples().all())
     return lost
+
+
+def forget_intents(store: AuditStore, run_id: str) -> int:
+    """Drop the intents ``run_id`` holds (with no write of its own in flight): the identities
+    are nobody's again, so any run that planned for them may write them."""
+    s = t.identity_state.c
+    with store._begin() as conn:
+        return conn.execute(delete(t.identity_state).where(
+            s.intent_run == run_id, s.inflight_run.is_(None))).rowcount
 
 
 def holders(store: AuditStore, run_id: str, identities: Iterable[str]) -> dict[str, str]:
