@@ -155,3 +155,10 @@ def test_empty_audit_database_is_a_notice(tmp_path: Path) -> None:
         response = c.get("/")
     assert response.status_code == 503
     assert "no such table" in response.text and "sync_audit_db" in response.text
+
+
+def test_run_page_names_the_approver_of_a_gated_plan(client, seeded) -> None:
+    seeded.store.update_run(seeded.second, approved_by="alice.approver")
+    response = client.get("/run", params={"id": seeded.second})
+    assert response.status_code == 200
+    assert "<dt>Approved by</dt><dd>alice.approver</dd>" in response.text
