@@ -668,11 +668,11 @@ def finish(store: AuditStore, run_id: str) -> dict[str, Any]:
                       f"them{f' (first failure: {first})' if first else ''}"
         elif status == "succeeded":
             message = None  # a cleared, completed run no longer carries its failure
-    counts = {**(run.get("counts") or {}), "operations": by_kind,
-              "quarantined": len(store.quarantined(run_id))}
     if status == "failed" and not message:
         message = f"{failed} operations not done; clear the failed tasks to retry them"
-    store.update_run(run_id, status=status, counts=counts, message=message, ended_at=utcnow())
+    store.merge_run_counts(run_id, {"operations": by_kind,
+                                    "quarantined": len(store.quarantined(run_id))},
+                           status=status, message=message, ended_at=utcnow())
     return summarise(store, run_id)
 
 
