@@ -54,11 +54,11 @@ def take_identities(store: AuditStore, run_id: str, identities: Iterable[str]) -
 
 
 def release_identities(store: AuditStore, run_id: str) -> int:
-    """A run that stopped before planning gives up the identities it took; returns how many."""
+    """A run that will never write (stopped before planning, or its plan was blocked) gives up
+    the identities it took; returns how many."""
     released = identity_state.forget_intents(store, run_id)
     if released:
-        log.info("convergence: %d identities released (this run stopped before planning)",
-                 released)
+        log.info("convergence: %d identities released (this run writes nothing)", released)
     return released
 
 

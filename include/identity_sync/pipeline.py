@@ -647,11 +647,12 @@ def finish(store: AuditStore, run_id: str) -> dict[str, Any]:
     conflicts = conflicts_of(store, run_id)
     status = run.get("status", "running")
     message = run.get("message")
+    if status in ("running", "blocked", "awaiting_approval"):
+        # It took its identities but will never write them (stopped before planning, or its
+        # plan was refused): older runs' plans for them may land again.
+        convergence.release_identities(store, run_id)
     if status == "running":  # never planned: a stage before the plan failed
         status = "failed"
-        # It took its identities before reading Bitbucket, but will never plan for them:
-        # older runs may write them again (only a run that plans may hold them).
-        convergence.release_identities(store, run_id)
         message = message or f"stopped in {_stopped_stage(store, run_id)} before planning; " \
                              "nothing was written to Bitbucket (see that task's log)"
     elif status == "awaiting_approval":  # the approval task ended without recording an answer

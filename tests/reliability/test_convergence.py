@@ -10,6 +10,7 @@ from identity_sync import pipeline
 from identity_sync.emulators.bitbucket import DEMO_ADMIN_USER
 from identity_sync.emulators.idcs import DEMO_APP_ID
 from identity_sync.emulators.orggen import generate_idcs_org
+from identity_sync.mapping.rules import SyncRules
 from identity_sync.model import key
 from identity_sync.subset import Subset
 
@@ -20,9 +21,10 @@ ORG = generate_idcs_org(seed=5, users=40, groups=6)
 
 
 def plan_run(env: Env, run_id: str, *, users: tuple[str, ...] = (),
-             dag_id: str = "idcs_bitbucket_sync") -> dict[str, list[dict[str, Any]]]:
+             dag_id: str = "idcs_bitbucket_sync", rules: SyncRules | None = None
+             ) -> dict[str, list[dict[str, Any]]]:
     """Every stage up to the recorded plan (nothing written to Bitbucket yet)."""
-    store, rules = env.store, env.rules
+    store, rules = env.store, rules or env.rules
     pipeline.start(store, run_id, dag_id=dag_id, trigger="manual",
                    mode="user" if users else "full", dry_run=False, rules_hash="t")
     subset = Subset.from_params(list(users), []) if users else None
@@ -131,3 +133,19 @@ def test_a_run_that_stops_before_planning_leaves_its_users_to_the_older_plan(mak
     result = apply_run(env, "full-old", full)
     assert result.status == "succeeded", result
     assert bitbucket_user(env, alice) == users[alice]
+
+
+def test_a_blocked_newer_plan_leaves_its_users_to_the_older_plan(make_env) -> None:
+    """A newer full run's plan trips a gate nobody may approve (blocked): it writes nothing, so
+    the older run's plan still lands in full instead of being left to it."""
+    env = make_env(copy.deepcopy(ORG))
+    users, _ = expected_state(env.idcs_app.state.emulator.to_dict())
+    older = plan_run(env, "full-old")
+    strict = env.rules.model_copy(update={"safety": env.rules.safety.model_copy(
+        update={"min_users": 10**6, "approvers": []})})
+    newer = plan_run(env, "full-new", rules=strict)
+    assert all(not batches for batches in newer.values())
+    assert pipeline.finish(env.store, "full-new")["status"] == "blocked"
+    result = apply_run(env, "full-old", older)
+    assert result.status == "succeeded", result
+    assert all(bitbucket_user(env, name) == details for name, details in users.items())
