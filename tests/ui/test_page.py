@@ -149,12 +149,25 @@ def test_unknown_run_is_a_404_page(client) -> None:
     assert response.status_code == 404 and "&lt;nope&gt;" in response.text
 
 
-def test_empty_audit_database_is_a_notice(tmp_path: Path) -> None:
+def test_empty_audit_database_is_a_notice(tmp_path: Path, caplog) -> None:
     store = AuditStore(f"sqlite:///{tmp_path / 'empty.db'}", migrate=False)
     with client_for(lambda: store) as c:
         response = c.get("/")
+    assert response.status_code == 503 and "sync_audit_db" in response.text
+    assert "no such table" in caplog.text  # the detail is logged, never shown
+
+
+def test_database_errors_never_show_hosts_users_or_sql(caplog) -> None:
+    """A PostgreSQL that refuses the connection: the page says so generically; its message
+    (host, port, user) is only in the API server's log."""
+    url = "postgresql://audit_reader:pw@db-internal.example.invalid:5999/sync_audit"
+    store = AuditStore(url, migrate=False)
+    with client_for(lambda: store) as c:
+        response = c.get("/")
     assert response.status_code == 503
-    assert "no such table" in response.text and "sync_audit_db" in response.text
+    for secret in ("db-internal", "audit_reader", "5999", "sync_audit ", "SELECT"):
+        assert secret not in response.text, secret
+    assert "db-internal.example.invalid" in caplog.text
 
 
 def test_run_page_names_the_approver_of_a_gated_plan(client, seeded) -> None:

@@ -75,7 +75,37 @@ def test_bad_token_and_user_without_role_are_refused(client) -> None:
     assert no_role.status_code == 403 and "idcs_bitbucket_sync" in no_role.text
 
 
-@pytest.mark.parametrize("role", ["viewer", "admin"])
+def test_a_viewer_is_refused_the_identity_audit(client) -> None:
+    """Least privilege: the page holds everyone's names, e-mails and groups. A Viewer (may look
+    at DAGs) gets 403 naming what is missing, for the page and its API alike."""
+    auth = {"Authorization": f"Bearer {token('viewer')}"}
+    for path in ("/identity-sync/", "/identity-sync/run?id=x", "/identity-sync/user?who=a"):
+        response = client.get(path, headers=auth)
+        assert response.status_code == 403, path
+        assert "operating the runs of idcs_bitbucket_sync" in response.text
+        assert "idcs_bitbucket_login_sync" in response.text  # every DAG it shows is checked
+        assert "data-run-id" not in response.text
+
+
+def test_every_permission_is_asked_of_the_auth_manager(client, monkeypatch) -> None:
+    """The custom view ``Identity sync`` and, for both DAGs, reading and operating runs."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    manager, asked = get_auth_manager(), []
+    monkeypatch.setattr(manager, "is_authorized_custom_view", lambda **kw: asked.append(
+        ("view", kw["resource_name"], kw["method"])) or kw["resource_name"] != "Identity sync")
+    monkeypatch.setattr(manager, "is_authorized_dag", lambda **kw: asked.append(
+        ("dag", kw["details"].id, kw["method"])) or True)
+    response = client.get("/identity-sync/", headers={
+        "Authorization": f"Bearer {token('admin')}"})
+    assert response.status_code == 403 and "'Identity sync' view" in response.text
+    assert set(asked) == {("view", "Identity sync", "GET"),
+                          *(("dag", d, m) for d in ("idcs_bitbucket_sync",
+                                                    "idcs_bitbucket_login_sync")
+                            for m in ("GET", "PUT"))}
+
+
+@pytest.mark.parametrize("role", ["user", "op", "admin"])
 def test_logged_in_users_see_the_audit_by_header_or_ui_cookie(client, seeded, role) -> None:
     by_header = client.get("/identity-sync/", headers={"Authorization": f"Bearer {token(role)}"})
     assert by_header.status_code == 200

@@ -9,6 +9,7 @@ in spirit: never migrated from here (the DAG owns the schema), only queried.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
@@ -27,6 +28,8 @@ from identity_sync.audit import views
 from identity_sync.audit.store import AuditStore
 from identity_sync_airflow.ui.airflow_auth import airflow_user, login_url
 from identity_sync_airflow.ui.run_chart import changes_chart
+
+log = logging.getLogger(__name__)
 
 URL_PREFIX = "/identity-sync"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -112,9 +115,9 @@ def create_app(store_factory: StoreFactory = store_from_connection) -> FastAPI:
     @app.exception_handler(SQLAlchemyError)
     async def no_audit_data(request: Request, exc: SQLAlchemyError) -> Response:
         """An audit DB that no run has created yet (or cannot be reached) is a notice, not a
-        stack trace."""
-        return render(request, "unavailable.html", status_code=503,
-                      error=str(exc.orig if getattr(exc, "orig", None) else exc)[:300])
+        stack trace; the database's own error (hosts, users, SQL) goes to the log only."""
+        log.error("identity sync page: audit database error: %s", exc)
+        return render(request, "unavailable.html", status_code=503)
 
     @app.get("/", response_class=HTMLResponse)
     def overview(request: Request, _user: AirflowUser,
