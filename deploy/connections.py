@@ -7,7 +7,8 @@ the UI. Built in Python rather than in the shell so that passwords with quotes o
     python deploy/connections.py /tmp/connections.json
 
 Variables (see ``.env.example``): ``IDCS_URL``, ``IDCS_CLIENT_ID``, ``IDCS_CLIENT_SECRET``,
-``IDCS_APP_ID``, ``BITBUCKET_URL``, ``BITBUCKET_USERNAME``, ``BITBUCKET_PASSWORD``,
+``IDCS_APP_ID``, ``IDCS_ALLOW_INSECURE``, ``BITBUCKET_URL``, ``BITBUCKET_USERNAME``,
+``BITBUCKET_PASSWORD``, ``BITBUCKET_ALLOW_INSECURE``,
 ``AUDIT_DB_HOST``, ``AUDIT_DB_PORT``, ``AUDIT_DB_NAME``, ``AUDIT_DB_USER``, ``AUDIT_DB_PASSWORD``.
 A connection whose URL (or audit database name) is empty is left out, so connections managed in
 the UI or a secrets backend are not overwritten.
@@ -28,6 +29,7 @@ def connections(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     result: dict[str, dict[str, Any]] = {}
     if env.get("IDCS_URL"):
         extra = {"app_id": env["IDCS_APP_ID"]} if env.get("IDCS_APP_ID") else {}
+        extra.update(_insecure(env, "IDCS"))
         result["idcs_default"] = {
             "conn_type": "idcs", "host": env["IDCS_URL"], "login": env.get("IDCS_CLIENT_ID", ""),
             "password": env.get("IDCS_CLIENT_SECRET", ""), "extra": json.dumps(extra)}
@@ -35,7 +37,8 @@ def connections(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         result["bitbucket_default"] = {
             "conn_type": "bitbucket", "host": env["BITBUCKET_URL"],
             "login": env.get("BITBUCKET_USERNAME", ""),
-            "password": env.get("BITBUCKET_PASSWORD", ""), "extra": "{}"}
+            "password": env.get("BITBUCKET_PASSWORD", ""),
+            "extra": json.dumps(_insecure(env, "BITBUCKET"))}
     if env.get("AUDIT_DB_NAME"):
         result["sync_audit_db"] = {
             "conn_type": "postgres", "host": env.get("AUDIT_DB_HOST", "postgres"),
@@ -43,6 +46,13 @@ def connections(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             "password": env.get("AUDIT_DB_PASSWORD", ""), "schema": env["AUDIT_DB_NAME"],
             "extra": "{}"}
     return result
+
+
+def _insecure(env: Mapping[str, str], prefix: str) -> dict[str, Any]:
+    """``allow_insecure`` in the extra when ``<prefix>_ALLOW_INSECURE=true`` (the demo's
+    emulators speak plain http on the compose network; never for a real service)."""
+    return {"allow_insecure": True} if env.get(f"{prefix}_ALLOW_INSECURE", "").lower() == "true" \
+        else {}
 
 
 def main(argv: list[str] | None = None) -> int:

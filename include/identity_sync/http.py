@@ -14,11 +14,14 @@ that applies to every request sent without an explicit one: a session can never 
 from __future__ import annotations
 
 import email.utils
+import json
 import random
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from urllib.parse import quote, quote_plus
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -67,11 +70,39 @@ class HttpSettings:
         return (min(self.connect_timeout, self.timeout), self.timeout)
 
 
+# Query parameters whose values are secrets (Bitbucket's create-user ``password`` above all:
+# its API takes the initial password in the URL, and requests' ConnectionError repeats the URL).
+SECRET_PARAMS = ("password", "passwd", "pwd", "secret", "client_secret", "token", "access_token",
+                 "refresh_token", "id_token", "api_key", "apikey", "assertion")
+_SECRET_PARAM = re.compile(r"(?i)(?<![\w%.-])(" + "|".join(SECRET_PARAMS) + r")=[^&\s'\"#]*")
+_URL_USERINFO = re.compile(r"(?<=://)[^/\s@:'\"]+:[^/\s@'\"]*@")
+REDACTED = "***"
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` fit to leave the client: each of ``secrets`` (as text, URL-encoded or inside
+    JSON) replaced by ``***``, secret query parameters shown as ``password=***`` and the
+    ``user:password@`` of a URL as ``***@``. Apply to every exception text before it becomes an
+    error message, a log line or an audit row."""
+    for secret in secrets:
+        if not secret or len(secret) < 3:  # too short to tell from ordinary text
+            continue
+        forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret),
+                 json.dumps(secret)[1:-1], secret.replace("-", "%2D")}
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, REDACTED)
+    text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    return _URL_USERINFO.sub(f"{REDACTED}@", text)
+
+
 class ApiError(RuntimeError):
-    """An API answered with an error. ``transient`` says whether trying again later may help."""
+    """An API answered with an error. ``transient`` says whether trying again later may help.
+    Message, URL and detail are passed through :func:`redact`: no secret query parameter
+    reaches an error text, whoever built it."""
 
     def __init__(self, service: str, status: int | None, message: str, method: str = "",
                  url: str = "", detail: str = "") -> None:
+        message, url, detail = redact(message), redact(url), redact(detail)
         self.service, self.status, self.message = service, status, message
         self.method, self.url, self.detail = method, url, detail
         where = f" on {method} {url}" if method else ""

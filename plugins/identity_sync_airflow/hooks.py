@@ -4,15 +4,22 @@ the client lazily and caches it, and ``test_connection()`` answers ``(ok, messag
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import os
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 
 from identity_sync.audit.store import AuditStore
 from identity_sync.bitbucket.client import BitbucketClient
 from identity_sync.http import ApiError
 from identity_sync.idcs.client import SCOPE, IdcsClient
 from identity_sync_airflow.provider import BITBUCKET_CONNECTION, IDCS_CONNECTION, field_behaviour
+
+log = logging.getLogger(__name__)
 
 
 def _base_url(conn: Any, default_scheme: str = "https") -> str:
@@ -26,19 +33,87 @@ def _base_url(conn: Any, default_scheme: str = "https") -> str:
     return host
 
 
-def _verify(extra: dict[str, Any]) -> bool | str:
+class InsecureConnectionError(ValueError):
+    """A connection to a remote host without https or without certificate verification, and
+    without ``"allow_insecure": true`` in its extra: refused before any secret is sent."""
+
+
+def _flag(value: Any) -> bool | None:
+    """A JSON boolean, or a URI-form connection's ``"true"``/``"false"`` (any case); None
+    for anything else (``0``, ``"no"``, ``""`` are not guessed at)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def _verify(extra: dict[str, Any], conn_id: str = "the connection") -> bool | str:
     """TLS verification for ``requests``: ``ca_bundle`` (a PEM path, the connection form's
-    field) wins; else ``verify`` as a bool, a URI's ``"false"`` string, or a CA bundle path."""
-    if extra.get("ca_bundle"):
-        return str(extra["ca_bundle"])
-    value = extra.get("verify", True)
-    if value is None or value == "":
+    field) wins; else ``verify``: true/false, ``"true"``/``"false"`` (any case), or the path of
+    an existing CA bundle file. Absent (or the form's empty field, None) means true; any other
+    value is an error naming the connection and the field."""
+    bundle = extra.get("ca_bundle")
+    if bundle is not None and bundle != "":  # the form's empty field: not set
+        if not isinstance(bundle, str) or not os.path.isfile(bundle):
+            raise ValueError(f"connection {conn_id!r}: extra 'ca_bundle' must be the path of an "
+                             f"existing CA bundle file, not {bundle!r}")
+        return bundle
+    value = extra.get("verify")
+    if value is None:
         return True
-    if isinstance(value, str) and value.lower() in ("false", "0", "no"):
+    flag = _flag(value)
+    if flag is not None:
+        return flag
+    if isinstance(value, str) and value.strip() and os.path.isfile(value):
+        return value
+    what = ("names no existing CA bundle file" if isinstance(value, str) and value.strip()
+            else "is not valid")
+    raise ValueError(f"connection {conn_id!r}: extra 'verify' {what} ({value!r}); use true, "
+                     "false or the path of an existing CA bundle file")
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: the bundled emulators and the tests, never the network."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
         return False
-    if isinstance(value, str) and value.lower() in ("true", "1", "yes"):
-        return True
-    return value  # a CA bundle path, or a bool from a JSON connection
+
+
+def _transport(conn: Any, url: str) -> bool | str:
+    """The ``verify`` value for the client, once ``url`` passes the transport policy: a remote
+    host needs https with certificate verification, unless the extra says
+    ``"allow_insecure": true``, which is logged as a warning every time a client is built."""
+    extra = conn.extra_dejson
+    verify = _verify(extra, conn.conn_id)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"connection {conn.conn_id!r}: host {url!r} is not an http(s) URL")
+    allow = extra.get("allow_insecure", False)
+    if _flag(allow) is None:
+        raise ValueError(f"connection {conn.conn_id!r}: extra 'allow_insecure' must be true or "
+                         f"false, not {allow!r}")
+    if _is_loopback(parts.hostname):
+        return verify
+    insecure = []
+    if parts.scheme != "https":
+        insecure.append("plain http (no TLS: credentials and answers travel unencrypted)")
+    if verify is False:
+        insecure.append("TLS certificate verification off (verify: false)")
+    if not insecure:
+        return verify
+    what = " and ".join(insecure)
+    if not _flag(allow):
+        raise InsecureConnectionError(
+            f"connection {conn.conn_id!r} to {parts.hostname} refused: {what}; use an https URL "
+            "with certificate verification (or a CA bundle), or, for a test instance only, set "
+            '"allow_insecure": true in its extra')
+    log.warning("connection %r to %s is insecure: %s (allowed by its extra "
+                '"allow_insecure": true)', conn.conn_id, parts.hostname, what)
+    return verify
 
 
 class IdcsHook(BaseHook):
@@ -68,8 +143,12 @@ class IdcsHook(BaseHook):
         conn = self.get_connection(self.idcs_conn_id)
         extra = conn.extra_dejson
         self.app_id = extra.get("app_id")
-        self.client = IdcsClient(_base_url(conn), conn.login or "", conn.password or "",
-                                 scope=extra.get("scope") or SCOPE, verify=_verify(extra))
+        if conn.password:  # the client secret: masked in every task log line, whoever writes it
+            mask_secret(conn.password)
+        url = _base_url(conn)
+        verify = _transport(conn, url)  # refused here, before the secret is sent
+        self.client = IdcsClient(url, conn.login or "", conn.password or "",
+                                 scope=extra.get("scope") or SCOPE, verify=verify)
         return self.client
 
     def test_connection(self) -> tuple[bool, str]:
@@ -102,8 +181,13 @@ class BitbucketHook(BaseHook):
     def get_conn(self) -> BitbucketClient:
         if self.client is None:
             conn = self.get_connection(self.bitbucket_conn_id)
-            self.client = BitbucketClient(_base_url(conn), conn.login or "", conn.password or "",
-                                          verify=_verify(conn.extra_dejson))
+            if conn.password:  # the service account's password, masked in every task log
+                mask_secret(conn.password)
+            url = _base_url(conn)
+            verify = _transport(conn, url)  # refused here, before the password is sent
+            self.client = BitbucketClient(url, conn.login or "", conn.password or "",
+                                          verify=verify)
+            self.client.on_secret = mask_secret  # each initial password, as it is made up
         return self.client
 
     def test_connection(self) -> tuple[bool, str]:

@@ -33,6 +33,11 @@ APPLY_RETRY_POLICY = ExceptionRetryPolicy(rules=[
               reason="transient Bitbucket error: retrying the unfinished operations"),
 ])
 READ_RETRY_POLICY = ExceptionRetryPolicy(rules=[
+    # First: rules match in order and ListingChangedError subclasses PartialExtractError (FAIL
+    # below). No retry_delay: the task's own exponential backoff applies.
+    RetryRule(exception="identity_sync.idcs.client.ListingChangedError",
+              action=RetryAction.RETRY,
+              reason="the IDCS listing changed while it was read: reading it again later"),
     RetryRule(exception=["identity_sync.mapping.rules.RulesError",
                          "identity_sync.idcs.client.PartialExtractError",
                          "identity_sync.idcs.extract.ScopeError",

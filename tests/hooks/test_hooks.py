@@ -4,6 +4,7 @@ the domain clients, lazily, and test them against the emulators."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -21,7 +22,13 @@ from identity_sync.emulators.idcs import (
     create_idcs_app,
 )
 from identity_sync.emulators.orggen import generate_idcs_org
-from identity_sync_airflow.hooks import AuditStoreHook, BitbucketHook, IdcsHook
+from identity_sync_airflow.hooks import (
+    AuditStoreHook,
+    BitbucketHook,
+    IdcsHook,
+    InsecureConnectionError,
+    _verify,
+)
 
 
 def set_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, **conn: object) -> None:
@@ -96,3 +103,123 @@ def test_audit_hook_urls(monkeypatch, tmp_path) -> None:
     set_conn(monkeypatch, "sync_audit_db", conn_type="mysql", host="db")
     with pytest.raises(ValueError, match="unsupported conn_type 'mysql'"):
         AuditStoreHook().sqlalchemy_url()
+
+
+# ---- strict transport ------------------------------------------------------------------------
+
+def test_remote_host_needs_https_and_verification(monkeypatch) -> None:
+    set_conn(monkeypatch, "idcs_default", conn_type="idcs", host="http://idcs.example.com",
+             login="cid", password="s3cret-value")
+    with pytest.raises(InsecureConnectionError) as err:
+        IdcsHook().get_conn()
+    message = str(err.value)
+    assert "'idcs_default' to idcs.example.com refused: plain http" in message
+    assert '"allow_insecure": true' in message and "s3cret-value" not in message
+    ok, said = IdcsHook().test_connection()  # the Test button says the same, sends nothing
+    assert not ok and said == message
+    set_conn(monkeypatch, "bitbucket_default", conn_type="bitbucket",
+             host="https://bitbucket.example.com", login="svc", password="pw",
+             extra={"verify": False})
+    with pytest.raises(InsecureConnectionError, match="'bitbucket_default' to "
+                       r"bitbucket.example.com refused: TLS certificate verification off"):
+        BitbucketHook().get_conn()
+    set_conn(monkeypatch, "bitbucket_default", conn_type="bitbucket",
+             host="bitbucket.example.com", schema="http", login="svc", password="pw",
+             extra={"verify": "FALSE"})
+    with pytest.raises(InsecureConnectionError, match=r"plain http .* and TLS certificate"):
+        BitbucketHook().get_conn()
+
+
+def test_remote_https_with_verification_is_accepted_quietly(monkeypatch, caplog) -> None:
+    set_conn(monkeypatch, "idcs_default", conn_type="idcs", host="idcs.example.com",
+             login="cid", password="secret")
+    with caplog.at_level(logging.WARNING):
+        client = IdcsHook().get_conn()  # builds the client only: nothing is sent yet
+    assert client.base_url == "https://idcs.example.com" and client.session.verify is True
+    assert "insecure" not in caplog.text
+
+
+@pytest.mark.parametrize("allow", [True, "true", "True"])
+def test_allow_insecure_lets_it_through_with_a_warning(monkeypatch, caplog, allow) -> None:
+    set_conn(monkeypatch, "bitbucket_default", conn_type="bitbucket",
+             host="http://bitbucket.test.internal:7990", login="svc", password="pw",
+             extra={"verify": False, "allow_insecure": allow})
+    for _ in range(2):  # every run (a new hook per task) says it again
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            client = BitbucketHook().get_conn()
+        assert client.base_url == "http://bitbucket.test.internal:7990"
+        assert client.session.verify is False
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == [
+            "connection 'bitbucket_default' to bitbucket.test.internal is insecure: plain http "
+            "(no TLS: credentials and answers travel unencrypted) and TLS certificate "
+            'verification off (verify: false) (allowed by its extra "allow_insecure": true)']
+
+
+@pytest.mark.parametrize("host", ["http://127.0.0.1:8701", "http://127.0.0.42:1",
+                                  "http://localhost:8702", "http://[::1]:8701"])
+def test_loopback_may_use_plain_http(monkeypatch, caplog, host) -> None:
+    set_conn(monkeypatch, "bitbucket_default", conn_type="bitbucket", host=host, login="svc",
+             password="pw")
+    with caplog.at_level(logging.WARNING):
+        assert BitbucketHook().get_conn().base_url == host
+    assert "insecure" not in caplog.text
+
+
+def test_allow_insecure_itself_is_parsed_strictly(monkeypatch) -> None:
+    set_conn(monkeypatch, "idcs_default", conn_type="idcs", host="http://idcs.example.com",
+             login="cid", password="secret", extra={"allow_insecure": "yes"})
+    with pytest.raises(ValueError, match="'idcs_default': extra 'allow_insecure' must be true"):
+        IdcsHook().get_conn()
+
+
+@pytest.fixture
+def ca_file(tmp_path) -> str:
+    path = tmp_path / "ca.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ({}, True),
+    ({"verify": None}, True),  # the form's empty field
+    ({"verify": True}, True),
+    ({"verify": False}, False),
+    ({"verify": "true"}, True),  # URI-form connections carry strings
+    ({"verify": "FALSE"}, False),
+    ({"verify": "False"}, False),
+    ({"verify": "CA"}, "CA"),  # the path of an existing CA bundle
+    ({"ca_bundle": "CA", "verify": False}, "CA"),  # the form's CA bundle field wins
+    ({"ca_bundle": "", "verify": None}, True),
+])
+def test_verify_values(extra, expected, ca_file) -> None:
+    def fill(value):
+        return ca_file if value == "CA" else value
+
+    assert _verify({k: fill(v) for k, v in extra.items()}, "idcs_default") == fill(expected)
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ({"verify": 0}, "extra 'verify' is not valid (0)"),
+    ({"verify": 1}, "extra 'verify' is not valid (1)"),
+    ({"verify": "no"}, "extra 'verify' names no existing CA bundle file ('no')"),
+    ({"verify": "0"}, "extra 'verify' names no existing CA bundle file ('0')"),
+    ({"verify": ""}, "extra 'verify' is not valid ('')"),
+    ({"verify": "/nonexistent/ca.pem"}, "names no existing CA bundle file ('/nonexistent/ca.pem')"),
+    ({"verify": ["x"]}, "extra 'verify' is not valid (['x'])"),
+    ({"ca_bundle": "/nonexistent/ca.pem"}, "extra 'ca_bundle' must be the path of an existing"),
+])
+def test_invalid_verify_values_name_the_connection_and_field(extra, says) -> None:
+    with pytest.raises(ValueError) as err:
+        _verify(extra, "bitbucket_default")
+    assert str(err.value).startswith("connection 'bitbucket_default': extra '")
+    assert says in str(err.value)
+
+
+def test_invalid_verify_fails_the_connection_test(monkeypatch) -> None:
+    set_conn(monkeypatch, "bitbucket_default", conn_type="bitbucket",
+             host="https://bitbucket.example.com", login="svc", password="pw",
+             extra={"verify": "no"})
+    ok, message = BitbucketHook().test_connection()
+    assert not ok and "'bitbucket_default': extra 'verify'" in message

@@ -72,11 +72,11 @@ def test_group_side_strategy_gives_the_same_memberships(idcs: Idcs) -> None:
 def test_the_cheaper_side_is_chosen_by_counting_requests() -> None:
     listed = choose_memberships(10_000, 1_000, users_listed=True)
     assert (listed.strategy, listed.user_side_requests, listed.group_side_requests) == (
-        "user_side", 0, 1_000)
+        "user_side", 0, 2_000)  # per group: its member count and one page
     few_users = choose_memberships(5_000, 2, users_listed=False)
     assert (few_users.strategy, few_users.user_side_requests) == ("group_side", 5)
     sized = choose_memberships(50, 2, users_listed=False, member_counts={"a": 12_000, "b": 3})
-    assert (sized.strategy, sized.group_side_requests) == ("user_side", 3)
+    assert (sized.strategy, sized.group_side_requests) == ("user_side", 2 + 1 + 1 + 1)
     assert "fewer" in listed.describe() and "user side" in listed.describe()
 
 

@@ -38,6 +38,9 @@ from identity_sync.emulators.idcs import DEMO_APP_ID, DEMO_CLIENT_ID, create_idc
 from identity_sync.emulators.orggen import generate_idcs_org
 from identity_sync.http import ApiError, HttpSettings
 from identity_sync.idcs.client import IdcsClient
+from identity_sync.loading.apply import ApplyError
+from identity_sync.loading.breaker import BreakerSettings
+from identity_sync.planning.operations import PHASE_ORDER
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 IDCS_SECRET = "idcs-S3cr3t-5b7f1e9a4c"
@@ -198,6 +201,178 @@ def test_errors_from_wrong_secrets_do_not_repeat_them(emulators: dict[str, Any])
     for err, secret in ((idcs_err.value, wrong_secret), (bb_err.value, wrong_password)):
         text_ = f"{err} {err!r} {err.args} {getattr(err, 'detail', '')}"
         assert secret not in text_ and err.status in (400, 401)
+
+
+# ---- failing writes: the initial passwords stay inside the client ---------------------------
+
+NO_BREAKER = BreakerSettings(max_failure_percent=100.0, min_operations=10**6,
+                             max_consecutive_failures=10**6, max_auth_failures=10**6)
+# Fast but real: a few quick retries, short timeouts, no client-side pacing.
+QUICK = HttpSettings(timeout=1.0, connect_timeout=1.0, retries=2, backoff_factor=0.01,
+                     backoff_max=0.05, default_retry_after=0.01, retry_max_wait=10.0,
+                     rate_limit_fill_rate=0)
+FAILING = {
+    # nothing listens: requests' ConnectionError carries the whole URL, query string included
+    "closed port": None,
+    # every request (the read-backs too) has its connection dropped, or answers 500
+    "dropped connections": {"seed": 3, "reset_rate": 1.0},
+    "server errors": {"seed": 3, "error_rate": 1.0, "error_status": 500},
+}
+
+
+def closed_port_url() -> str:
+    """A local URL nothing listens on (a port the OS just handed out, then closed)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def generated_passwords(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every initial password the Bitbucket client makes up."""
+    from identity_sync.bitbucket import client as bb_client
+
+    made: list[str] = []
+    real = bb_client.secrets.token_urlsafe
+
+    def recording(nbytes: int | None = None) -> str:
+        value = real(nbytes)
+        made.append(value)
+        return value
+
+    monkeypatch.setattr(bb_client.secrets, "token_urlsafe", recording)
+    return made
+
+
+def page_html(store: AuditStore, run_id: str, names: list[str]) -> bytes:
+    """The Identity sync page as an operator sees it: overview, run page, some user pages."""
+    from fastapi.testclient import TestClient
+
+    from identity_sync_airflow.ui.airflow_auth import airflow_user
+    from identity_sync_airflow.ui.sync_page import create_app
+
+    app = create_app(lambda: store)
+    app.dependency_overrides[airflow_user] = lambda: "tester"
+    out: list[str] = []
+    with TestClient(app, root_path="/identity-sync") as client:
+        for path, params in [("/", {}), ("/run", {"id": run_id}),
+                             ("/run", {"id": run_id, "status": "failed"}),
+                             *[("/user", {"who": name}) for name in names[:3]]]:
+            resp = client.get(path, params=params)
+            assert resp.status_code == 200, resp.text
+            out.append(resp.text)
+    return "\n".join(out).encode()
+
+
+@pytest.mark.parametrize("failure", list(FAILING))
+def test_failing_creates_leak_no_initial_password(failure: str, make_env: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    org = generate_idcs_org(11, 12, 3)
+    org["clients"] = [{"client_id": DEMO_CLIENT_ID, "client_secret": IDCS_SECRET}]
+    env = make_env(org)
+    env.bb_state.find_user(SERVICE).password = BB_PASSWORD
+    made = generated_passwords(monkeypatch)
+    idcs = IdcsClient(env.idcs_url, DEMO_CLIENT_ID, IDCS_SECRET, settings=QUICK)
+    reader = BitbucketClient(env.bb_url, SERVICE, BB_PASSWORD, settings=QUICK)
+    store, run_id, rules = env.store, f"secrets-{failure.replace(' ', '-')}", env.rules
+    handler = Everything()
+    logging.getLogger().addHandler(handler)
+    returned: list[Any] = []  # what the stages hand on (XCom in the DAG)
+    errors: list[str] = []
+    try:
+        pipeline.start(store, run_id, dag_id="idcs_bitbucket_sync", trigger="manual",
+                       mode="full", dry_run=False, rules_hash="secrets")
+        returned.append(pipeline.extract(store, run_id, idcs, rules, DEMO_APP_ID))
+        returned.append(pipeline.check_quality(store, run_id))
+        returned.append(pipeline.map_desired(store, run_id, rules))
+        returned.append(pipeline.check_desired_quality(store, run_id, rules))
+        returned.append(pipeline.read_bitbucket(store, run_id, reader))
+        planned = pipeline.plan(store, run_id, rules, SERVICE, pipeline.RunOptions())
+        returned.append(planned)
+        assert not planned["approval"]["needed"]
+        if FAILING[failure] is None:
+            writer = BitbucketClient(closed_port_url(), SERVICE, BB_PASSWORD, settings=QUICK)
+        else:
+            env.bb_app.state.faults.configure(FAILING[failure])
+            writer = BitbucketClient(env.bb_url, SERVICE, BB_PASSWORD, settings=QUICK)
+        for phase in PHASE_ORDER:  # every batch, even after a failed phase: all creates tried
+            for batch in planned["batches"].get(str(phase), []):
+                outcome = pipeline.apply(store, writer, batch, breaker=NO_BREAKER)
+                returned.append(vars(outcome))
+                try:
+                    outcome.raise_for_failures(batch["label"])
+                except ApplyError as exc:
+                    errors += [str(exc), repr(exc)]
+        for client in (BitbucketClient(closed_port_url(), SERVICE, BB_PASSWORD, settings=QUICK),
+                       writer):
+            with pytest.raises(ApiError) as err:
+                client.create_user("someone.else", "Someone Else", "se@example.com")
+            errors += [str(err.value), repr(err.value), str(err.value.args),
+                       str(vars(err.value))]
+        with pytest.raises(ApiError) as err:
+            IdcsClient(closed_port_url(), DEMO_CLIENT_ID, IDCS_SECRET,
+                       settings=QUICK).get("/admin/v1/Users", {"count": 0})
+        errors += [str(err.value), repr(err.value), str(vars(err.value))]
+        finished = pipeline.finish(store, run_id)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    summary = pipeline.summarise(store, run_id)
+    assert summary["failures"] > 0 and summary["users_created"] == 0, summary
+    assert len(made) >= 12  # every planned create made up a password, and none landed
+    names = [op["target"] for op in store.plan(run_id)]
+    outputs = {
+        "log records": "\n".join(handler.lines).encode(),
+        "audit rows": audit_rows(store.url),
+        "stage return values": json.dumps(returned, default=repr).encode(),
+        "finish/summary": json.dumps([finished, summary], default=repr).encode()
+        + pipeline.format_summary(summary).encode(),
+        "error texts": "\n".join(errors).encode(),
+        "Identity sync page": page_html(store, run_id, names),
+    }
+    assert b"failed" in outputs["Identity sync page"]
+    secrets = {"IDCS client secret": IDCS_SECRET, "Bitbucket password": BB_PASSWORD,
+               **{f"initial password {i}": p for i, p in enumerate(made)}}
+    found = {where: sorted({n.rsplit(" ", 1)[0] for n in leaks(blob, secrets)})
+             for where, blob in outputs.items()}
+    assert {where: names for where, names in found.items() if names} == {}
+    assert any("no answer" in e and "/admin/users" in e for e in errors)  # texts still say what
+
+
+def test_hooks_hand_every_secret_to_airflows_masker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Bitbucket password and the IDCS client secret are masked once a hook builds its
+    client, and every initial password as the client makes it up (before it is sent)."""
+    from airflow.sdk.log import redact as airflow_redact
+
+    from identity_sync_airflow import hooks
+
+    masked: list[str] = []
+    real_mask = hooks.mask_secret
+
+    def recording(secret: Any, name: str | None = None) -> None:
+        masked.append(secret)
+        real_mask(secret, name)
+
+    monkeypatch.setattr(hooks, "mask_secret", recording)
+    made = generated_passwords(monkeypatch)
+    closed = closed_port_url()
+    for conn_id, conn in {
+        "idcs_secrets_test": {"conn_type": "idcs", "host": closed, "login": DEMO_CLIENT_ID,
+                              "password": IDCS_SECRET},
+        "bitbucket_secrets_test": {"conn_type": "bitbucket", "host": closed, "login": SERVICE,
+                                   "password": BB_PASSWORD},
+    }.items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    hooks.IdcsHook("idcs_secrets_test").get_conn()
+    client = hooks.BitbucketHook("bitbucket_secrets_test").get_conn()
+    client.transport.settings = QUICK
+    assert masked == [IDCS_SECRET, BB_PASSWORD]
+    with pytest.raises(ApiError):
+        client.create_user("alice", "Alice", "alice@example.com")
+    assert len(made) == 1 and masked[2:] == made
+    for secret in (IDCS_SECRET, BB_PASSWORD, made[0]):
+        assert secret not in airflow_redact(f"logged: {secret} ...")
 
 
 # ---- TLS -------------------------------------------------------------------------------------

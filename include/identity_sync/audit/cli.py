@@ -202,11 +202,25 @@ def cmd_export(store: AuditStore, args: argparse.Namespace, out: TextIO) -> Any:
     return result
 
 
+#: A spreadsheet reads a cell that starts with one of these as a formula (OWASP, CSV Injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(...)`` as a display
+    name, an error message echoing one) gets a leading single quote, so it shows as text. Numbers
+    and other cells are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def write_csv(rows: list[dict[str, Any]], target: TextIO) -> None:
+    """The export; every text cell goes through :func:`csv_safe` (IDCS data is untrusted)."""
     writer = csv.DictWriter(target, fieldnames=q.EXPORT_COLUMNS)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: v.isoformat() if isinstance(v, datetime) else v
+        writer.writerow({k: v.isoformat() if isinstance(v, datetime) else csv_safe(v)
                          for k, v in row.items()})
 
 
@@ -251,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", cmd_run, "what one run changed, and what failed").add_argument("run_id")
     add("quarantine", cmd_quarantine, "quarantined records (default: the latest run)"
         ).add_argument("--run")
-    p = add("export", cmd_export, "CSV of a run's operations and attempts")
+    p = add("export", cmd_export, "CSV of a run's operations and attempts (text cells that "
+            "start with = + - @ tab or CR get a leading ' so spreadsheets show them as text)")
     p.add_argument("run_id")
     p.add_argument("--csv", required=True, help="output file, or - for stdout")
     add("prune", cmd_prune, "delete runs that ended more than N days ago (anchors are kept)"

@@ -1,6 +1,7 @@
 """Bitbucket Data Center admin REST client (``/rest/api/1.0``), Basic auth as a service account.
 
-Paging follows ``nextPageStart`` and guards against ``isLastPage: false`` without it (BSERV-12725).
+Paging follows ``nextPageStart`` and guards against ``isLastPage: false`` without it (BSERV-12725);
+a page without a boolean ``isLastPage`` is an error, never taken as the last page.
 Errors become :class:`BitbucketError`, which tells an entity-missing 404 (``errors`` envelope) from a
 route-missing 404 (no envelope: wrong base URL or version), and says in plain words what a 401,
 403 or 409 usually means. Sending, pacing and retrying are :mod:`.transport`'s job; creates pass
@@ -9,16 +10,18 @@ a read-back so a create that timed out is looked up before it is sent again.
 
 from __future__ import annotations
 
+import base64
 import json as jsonlib
 import logging
 import re
 import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote as url_quote
 
 import requests
 
-from ..http import ApiError, HttpSettings, make_plain_session
+from ..http import ApiError, HttpSettings, make_plain_session, redact
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -61,9 +64,16 @@ class BitbucketError(ApiError):
 class BitbucketClient:
     def __init__(self, base_url: str, username: str, password: str, *,
                  settings: HttpSettings | None = None, session: requests.Session | None = None,
-                 verify: bool | str = True) -> None:
+                 verify: bool | str = True,
+                 on_secret: Callable[[str], None] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
+        # Told every secret this client makes up (the initial passwords), before it is sent:
+        # the Airflow hook passes Airflow's ``mask_secret``. The client itself never lets its
+        # secrets into an error text (see :func:`identity_sync.http.redact`).
+        self.on_secret = on_secret
+        basic = base64.b64encode(f"{username}:{password}".encode()).decode() if password else ""
+        self._secrets = (password, basic)
         self.settings = settings or HttpSettings()
         self.session = session or make_plain_session(self.settings, verify)
         self.session.auth = (username, password)
@@ -85,16 +95,20 @@ class BitbucketClient:
         return resp
 
     def _send(self, method: str, path: str, *, params: Any = None, json: Any = None,
-              read_back: Callable[[], bool] | None = None) -> requests.Response | None:
-        """The answer, or None when ``read_back`` showed the write landed despite no answer."""
+              read_back: Callable[[], bool] | None = None,
+              secret: str | None = None) -> requests.Response | None:
+        """The answer, or None when ``read_back`` showed the write landed despite no answer.
+        ``secret`` (a parameter's value) is kept out of the error text like the password."""
         sent = self.transport.send(method, f"{self.base_url}{API}{path}", params=params,
                                    json=json, read_back=read_back)
         if sent.response is None:
             if sent.read_back:
                 return None
-            raise BitbucketError(None, f"no answer: {sent.failure}", None, method, path, False)
+            # requests' ConnectionError repeats the whole URL, query string included
+            failure = redact(str(sent.failure), (*self._secrets, secret))
+            raise BitbucketError(None, f"no answer: {failure}", None, method, path, False)
         if sent.response.status_code >= 400:
-            raise _error(sent.response, method, path)
+            raise _error(sent.response, method, path, (*self._secrets, secret))
         return sent.response
 
     def request_json(self, method: str, path: str, *, params: Any = None,
@@ -139,11 +153,19 @@ class BitbucketClient:
             if not isinstance(page, dict) or not isinstance(page.get("values", []), list):
                 raise BitbucketError(200, f"{path} answered something that is not a page of "
                                      "values", None, "GET", path, False)
+            last = page.get("isLastPage")
+            if not isinstance(last, bool):  # a proxy that strips it would leave a partial state
+                found = _clip(repr(last), 40) if "isLastPage" in page else "absent"
+                raise BitbucketError(200, f"{path} page at start={start} has no boolean "
+                                     f"isLastPage ({found}); cannot tell whether more pages "
+                                     "follow, refusing a partial listing", None, "GET", path,
+                                     False)
             yield from page.get("values", [])
-            if page.get("isLastPage", True):
+            if last:
                 return
             next_start = page.get("nextPageStart")
-            if next_start is None or next_start <= start:
+            if (isinstance(next_start, bool) or not isinstance(next_start, int)
+                    or next_start <= start):
                 raise BitbucketError(200, f"paging of {path} stalled at start={start}", None,
                                      "GET", path, True)
             start = next_start
@@ -191,7 +213,8 @@ class BitbucketClient:
 
     def allow_list(self, slug: str) -> dict[str, Any]:
         """Exempt a user from rate limiting (what an administrator does once for the sync)."""
-        return self.request_json("PUT", f"/admin/rate-limit/settings/users/{slug}",
+        path = f"/admin/rate-limit/settings/users/{url_quote(slug, safe='')}"
+        return self.request_json("PUT", path,
                                  json={"whitelisted": True})
 
     # -- writes --------------------------------------------------------------------------------
@@ -201,12 +224,15 @@ class BitbucketClient:
         the user was found on reading back (the create landed, or the user existed already)."""
         params: dict[str, Any] = {"name": name, "displayName": display_name,
                                   "emailAddress": email, "addToDefaultGroup": "false"}
+        password = None
         if notify:
             params["notify"] = "true"
         else:
             # Users sign in through SSO; an unguessable password keeps the local login closed.
-            params["password"] = secrets.token_urlsafe(24)
-        return self._send("POST", "/admin/users", params=params,
+            password = params["password"] = secrets.token_urlsafe(24)
+            if self.on_secret is not None:
+                self.on_secret(password)
+        return self._send("POST", "/admin/users", params=params, secret=password,
                           read_back=lambda: self.find_user(name) is not None) is None
 
     def update_user(self, name: str, display_name: str, email: str) -> dict[str, Any]:
@@ -308,7 +334,9 @@ def _html_title(text: str) -> str:
     return f" (an HTML page titled {_clip(found.group(1), 80)!r})" if found else " (an HTML page)"
 
 
-def _error(resp: requests.Response, method: str, path: str) -> BitbucketError:
+def _error(resp: requests.Response, method: str, path: str,
+           secrets: tuple[str | None, ...] = ()) -> BitbucketError:
+    """The error an answer of 400 or more means; ``secrets`` never echoed from its body."""
     try:
         body = parse_json(resp, method, path)
     except BitbucketError:
@@ -316,15 +344,15 @@ def _error(resp: requests.Response, method: str, path: str) -> BitbucketError:
     errors = body.get("errors") if isinstance(body, dict) else None
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         first = errors[0]
-        message = _clip("; ".join(str(e.get("message", "")) for e in errors
-                                  if isinstance(e, dict)), 500)
+        message = _clip(redact("; ".join(str(e.get("message", "")) for e in errors
+                                         if isinstance(e, dict)), secrets), 500)
         name = first.get("exceptionName")
         return BitbucketError(resp.status_code, message, name if isinstance(name, str) else None,
                               method, path, True)
     text = (body or {}).get("message") if isinstance(body, dict) else None
     ctype = resp.headers.get("Content-Type", "").lower()
     raw = _html_title(resp.text).strip(" ()") if "html" in ctype else resp.text
-    message = _clip(str(text or raw or resp.reason or ""))
+    message = _clip(redact(str(text or raw or resp.reason or ""), secrets))
     if resp.status_code == 404:
         message = f"{message} (no such REST route: check the base URL and Bitbucket version)"
     return BitbucketError(resp.status_code, message, None, method, path, False)

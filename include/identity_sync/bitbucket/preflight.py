@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote as url_quote
 
 from ..http import ApiError
 
@@ -38,7 +39,7 @@ def allow_list_call(base_url: str, slug: str) -> str:
     """The exact request an administrator sends to exempt the account (reference §9)."""
     return (f"curl -u <admin> -X PUT -H 'Content-Type: application/json' "
             f"-d '{{\"whitelisted\": true}}' "
-            f"{base_url}/rest/api/1.0/admin/rate-limit/settings/users/{slug}")
+            f"{base_url}/rest/api/1.0/admin/rate-limit/settings/users/{url_quote(slug, safe='')}")
 
 
 def run_preflight(client: BitbucketClient) -> PreflightReport:

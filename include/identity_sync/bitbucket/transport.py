@@ -164,8 +164,16 @@ class Transport:
                 return Sent(None, exc)
 
     def _read_body(self, resp: requests.Response) -> None:
-        """Read the body into ``resp`` (as requests would), within :class:`BodyLimits`."""
-        limits, started = self.limits, time.monotonic()
+        self.read_body(resp, self.limits)
+
+    @staticmethod
+    def read_body(resp: requests.Response, limits: BodyLimits) -> None:
+        """Read the body of a ``stream=True`` answer into ``resp`` (as requests would), within
+        ``limits``; raise :class:`HostileResponse` (the connection closed) when it breaks them, or
+        ``requests.ConnectionError`` when the body is cut off. Shared by the IDCS client."""
+        if resp._content_consumed:  # a session response hook has read it already: keep that
+            return
+        started = time.monotonic()
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limits.max_bytes:
             resp.close()
@@ -205,6 +213,9 @@ class Transport:
         if retry_after is not None:
             return retry_after
         return backoff_delay(attempt, self.settings, self.rng)
+
+
+read_body = Transport.read_body  # the same bounded read, for the IDCS client
 
 
 def _ambiguous(sent: Sent, status: int | None) -> bool:

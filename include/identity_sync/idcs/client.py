@@ -15,7 +15,11 @@ A listing is all or nothing: a page that is not JSON (an HTML error page from a 
 body, a wrong content type), a ``totalResults`` that is exceeded, or a page repeating records
 already seen raises :class:`PartialExtractError` with one readable line, never a parse traceback,
 so the run stops before anything is planned from partial data. A ``totalResults`` that changes
-mid-listing (users created or deleted while we page) restarts the listing once, then fails.
+mid-listing (users created or deleted while we page) is transient, not partial data: the listing
+is read again from the start once, after a backoff, then :class:`ListingChangedError` is raised,
+which the Airflow read tasks retry with backoff (a genuinely partial listing fails at once).
+A group's member pages are checked against the member count IDCS reports for the group (the
+``totalResults`` of ``Users?filter=groups.value eq "<id>"&count=0``): a short page is not the end.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import quote as url_quote
 
 import requests
 
+from ..bitbucket.transport import BodyLimits, HostileResponse, read_body
 from ..http import (
     RETRY_STATUSES,
     SERVER_ERROR,
@@ -37,6 +43,7 @@ from ..http import (
     backoff_delay,
     make_plain_session,
     parse_retry_after,
+    redact,
 )
 from .metrics import ExtractMetrics, endpoint_key
 
@@ -45,6 +52,10 @@ log = logging.getLogger(__name__)
 SCOPE = "urn:opc:idm:__myscopes__"
 MAX_PAGE = 1000  # the largest ``count`` IDCS accepts
 MEMBER_PAGE = 10_000  # members per group request: IDCS refuses more than 10,000 in one answer
+USERS_PATH = "/admin/v1/Users"
+# A listing that changed underneath is read again after backoff_delay(RESTART_ATTEMPT + n): a few
+# seconds with the IDCS settings, so that a burst of edits (a bulk import) can settle first.
+RESTART_ATTEMPT = 4
 TOKEN_MARGIN_SECONDS = 60
 TOKEN_PATH = "/oauth2/v1/token"
 ECID_HEADER = "X-ORACLE-DMS-ECID"
@@ -60,7 +71,10 @@ class PartialExtractError(RuntimeError):
 
 
 class ListingChangedError(PartialExtractError):
-    """``totalResults`` changed between pages: the tenant changed while we paged."""
+    """``totalResults`` (or a group's member count) changed between pages: the tenant changed
+    while we paged. Transient: reading again later gives a consistent listing, so the Airflow
+    read policy retries it (its rule comes before the FAIL rule for the PartialExtractError it
+    subclasses, which keeps every ``except PartialExtractError`` treating it as unusable data)."""
 
 
 class IdcsApiError(ApiError):
@@ -108,8 +122,9 @@ class IdcsClient:
     def __init__(self, base_url: str, client_id: str, client_secret: str, *, scope: str = SCOPE,
                  settings: HttpSettings | None = None, session: requests.Session | None = None,
                  verify: bool | str = True, sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, limits: BodyLimits | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.limits = limits or BodyLimits()  # the same size cap and body deadline as Bitbucket's
         self.client_id, self._secret, self.scope = client_id, client_secret, scope
         self.settings = settings or IDCS_SETTINGS
         self.session = session or make_plain_session(self.settings, verify)
@@ -177,7 +192,7 @@ class IdcsClient:
                 self.token(replacing=used)
                 continue
             transient = status is None or status in RETRY_STATUSES or status == SERVER_ERROR
-            reason = _failure_text(resp, failure, bearer)
+            reason = _failure_text(resp, failure, bearer, (self._secret, self._token))
             if not transient:
                 raise IdcsApiError(status, f"{reason}{_ecid_text(last_ecid)}", method, path,
                                    last_ecid)
@@ -206,15 +221,25 @@ class IdcsClient:
         try:
             resp = self.session.request(method, url, params=params, data=data, headers=headers,
                                         auth=None if bearer else (self.client_id, self._secret),
-                                        timeout=self.settings.timeouts)
-            size = len(resp.content)  # reads the body: a reset mid-body fails here
+                                        timeout=self.settings.timeouts, stream=True)
+            read_body(resp, self.limits)  # capped and deadlined; a reset mid-body fails here
+            size = len(resp.content)
+        except HostileResponse as exc:  # too large: final; still arriving at the deadline: retried
+            self.metrics.request(endpoint, status=None, size=0,
+                                 seconds=time.monotonic() - started)
+            log.warning("IDCS %s %s: %s", method, url, exc)
+            if not exc.retryable:
+                path = url.removeprefix(self.base_url)
+                raise IdcsApiError(None, str(exc), method, path) from None
+            return None, exc
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
             self.metrics.request(endpoint, status=None, size=0,
                                  seconds=time.monotonic() - started)
             return None, exc
         except requests.RequestException as exc:  # a bad URL, a TLS setup error: not transient
-            raise IdcsApiError(None, _one_line(exc), method, url) from None
+            raise IdcsApiError(None, _one_line(exc, (self._secret, self._token)), method,
+                               url) from None
         self.metrics.request(endpoint, status=resp.status_code, size=size,
                              seconds=time.monotonic() - started)
         return resp, None
@@ -271,24 +296,50 @@ class IdcsClient:
 
     def list_all(self, path: str, params: dict[str, Any] | None = None,
                  page_size: int = MAX_PAGE, restarts: int = 1) -> list[dict[str, Any]]:
-        """The whole listing as a list. A total that changes mid-listing restarts it (up to
-        ``restarts`` times), since a tenant edited while we page gives no consistent view."""
+        """The whole listing as a list. A total that changes mid-listing restarts it after a
+        backoff (up to ``restarts`` times), since a tenant edited while we page gives no
+        consistent view; then :class:`ListingChangedError` (transient) is raised."""
+        return self._consistent(lambda: self.iter_resources(path, params, page_size), restarts)
+
+    def list_group_members(self, group_id: str, page_size: int = MEMBER_PAGE,
+                           restarts: int = 1) -> list[dict[str, Any]]:
+        """All of a group's members (:meth:`iter_group_members`), read again from the start
+        after a backoff when the membership changed while it was paged."""
+        return self._consistent(lambda: self.iter_group_members(group_id, page_size), restarts)
+
+    def _consistent(self, read: Callable[[], Iterator[dict[str, Any]]],
+                    restarts: int) -> list[dict[str, Any]]:
         for attempt in range(restarts + 1):
             try:
-                return list(self.iter_resources(path, params, page_size))
+                return list(read())
             except ListingChangedError as exc:
                 if attempt == restarts:
                     raise
-                log.warning("%s; reading the listing again from the start", exc)
+                delay = backoff_delay(RESTART_ATTEMPT + attempt, self.settings, self.rng)
+                log.warning("%s; reading it again from the start in %.1fs", exc, delay)
+                self.sleep(delay)
         raise AssertionError("unreachable")
+
+    def group_member_count(self, group_id: str) -> int:
+        """How many users IDCS says are in the group: the group resource carries no member
+        count, so this is the ``totalResults`` of the users whose ``groups`` hold it."""
+        return self.count(USERS_PATH, f"groups.value eq {_scim_string(group_id)}")
 
     def iter_group_members(self, group_id: str, page_size: int = MEMBER_PAGE
                            ) -> Iterator[dict[str, Any]]:
         """A group's members, paged with ``members[startIndex=S&count=C]`` so that groups over
-        10,000 members (which IDCS refuses to return in one answer) read correctly. A page
-        shorter than asked is the last one."""
-        start = 1
-        path = f"/admin/v1/Groups/{group_id}"
+        10,000 members (which IDCS refuses to return in one answer) read correctly.
+
+        IDCS may return fewer members than asked, so a short page is not the end: reading goes
+        on until the member count IDCS reports (:meth:`group_member_count`, one extra request)
+        is reached. Ending below it (an empty page first) or above it is a
+        :class:`PartialExtractError`, or a :class:`ListingChangedError` when the count itself
+        changed meanwhile (members added or removed while we paged shift the pages). Members
+        appended after the count was taken are left for the next run: the listing is the group
+        as it was when the count was taken."""
+        expected = self.group_member_count(group_id)
+        start, read = 1, 0
+        path = f"/admin/v1/Groups/{url_quote(group_id, safe='')}"  # an id is data, not a path
         seen: set[str] = set()
         while True:
             body = self.get(path, {"attributes": f"members[startIndex={start}&count={page_size}]"})
@@ -298,14 +349,44 @@ class IdcsClient:
                                           "are not a list of objects; refusing to sync from it")
             values = [m.get("value") for m in members]
             if seen.intersection(v for v in values if isinstance(v, str)):
-                raise PartialExtractError(f"IDCS group {group_id} member page at startIndex "
-                                          f"{start} repeats earlier members; paging is broken")
+                self._members_inconsistent(group_id, expected, read, (
+                    f"IDCS group {group_id} member page at startIndex {start} repeats earlier "
+                    "members; paging is broken, refusing to sync from it"))
             seen.update(v for v in values if isinstance(v, str))
             self.metrics.page(endpoint_key("GET", path))
             yield from members
-            if len(members) < page_size:
-                return
+            read += len(members)
             start += len(members)
+            # done: the reported count reached and the page not full (a full one may hide more)
+            if read == expected and len(members) < page_size:
+                return
+            if read > expected:
+                self._members_inconsistent(group_id, expected, read, (
+                    f"IDCS group {group_id} member listing returned {read} members, more than "
+                    f"the {expected} IDCS reports for it; refusing to sync from a listing that "
+                    "contradicts itself"))
+            if not members:
+                self._members_inconsistent(group_id, expected, read, (
+                    f"IDCS group {group_id} member listing stopped at {read} of {expected} "
+                    f"members (empty page at startIndex {start}); refusing to sync partial data"))
+
+    def _members_inconsistent(self, group_id: str, expected: int, read: int,
+                              problem: str) -> NoReturn:
+        """Raise for a member listing that does not add up: :class:`ListingChangedError` when
+        the member count has changed since the listing began (asked again to tell: members
+        added or removed while we paged shift the pages), else ``problem`` as a
+        :class:`PartialExtractError`."""
+        now = self.group_member_count(group_id)
+        if now != expected:
+            raise ListingChangedError(
+                f"IDCS group {group_id} member count changed from {expected} to {now} while its "
+                f"members were paged ({read} read): the membership changed underneath; run again")
+        raise PartialExtractError(problem)
+
+
+def _scim_string(value: str) -> str:
+    """A SCIM filter string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def check_page(body: dict[str, Any], where: str, start: int, total: int | None,
@@ -333,8 +414,10 @@ def check_page(body: dict[str, Any], where: str, start: int, total: int | None,
     return raw_total, resources
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
+def _one_line(exc: BaseException, secrets: tuple[str | None, ...] = ()) -> str:
+    """The exception on one line, secrets redacted (before cutting: no half secret survives)."""
+    full = redact(str(exc), secrets)
+    text = full.splitlines()[0] if full else ""
     return f"{type(exc).__name__}: {text[:200]}"
 
 
@@ -343,11 +426,11 @@ def _ecid_text(ecid: str) -> str:
 
 
 def _failure_text(resp: requests.Response | None, failure: Exception | None,
-                  bearer: bool) -> str:
-    """What went wrong, on one line, without credentials."""
+                  bearer: bool, secrets: tuple[str | None, ...] = ()) -> str:
+    """What went wrong, on one line, without credentials (``secrets`` never echoed)."""
     if resp is None:
-        return f"no answer ({_one_line(failure) if failure else 'unknown failure'})"
-    detail = _scim_error(resp) if bearer else _oauth_error(resp)
+        return f"no answer ({_one_line(failure, secrets) if failure else 'unknown failure'})"
+    detail = redact(_scim_error(resp) if bearer else _oauth_error(resp), secrets)
     return f"HTTP {resp.status_code}: {' '.join(detail.split())}"
 
 

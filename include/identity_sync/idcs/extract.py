@@ -6,7 +6,8 @@ SCIM ``filter``. Memberships come from the cheaper side, chosen per run and logg
 (:func:`choose_memberships`): the users' ``groups`` attribute costs nothing extra when every user
 is listed anyway, so a full extract is ``1 + ceil(users/1000) + ceil(groups/1000)
 [+ ceil(direct grants/1000)]`` requests; per-group member pages (``members[startIndex=S&count=C]``,
-correct for groups over 10,000 members) win only when few users are listed but many groups.
+correct for groups over 10,000 members, plus one member count per group to check them against)
+win only when few users are listed but many groups.
 
 Parsing never trusts the shape of a resource: a wrong JSON type becomes a missing value that the
 data-quality gate then quarantines with a reason, instead of a crash with a traceback.
@@ -216,7 +217,7 @@ class MembershipChoice:
     def describe(self) -> str:
         return (f"memberships from the {self.strategy.replace('_', ' ')} "
                 f"(user-side groups attribute: {self.user_side_requests} extra requests, "
-                f"per-group member pages: {self.group_side_requests}; {self.reason})")
+                f"per-group member counts and pages: {self.group_side_requests}; {self.reason})")
 
 
 def choose_memberships(users: int, groups: int, *, users_listed: bool,
@@ -226,13 +227,14 @@ def choose_memberships(users: int, groups: int, *, users_listed: bool,
     which also sees nested and dynamic memberships).
 
     User side: the ``groups`` attribute rides on the user pages, so it costs nothing extra when
-    the users are listed anyway, else ``ceil(users/1000)``. Group side: at least one request per
-    group, ``ceil((members+1)/10000)`` each when the member counts are known."""
+    the users are listed anyway, else ``ceil(users/1000)``. Group side: per group, the member
+    count the pages are checked against plus at least one page, ``ceil((members+1)/10000)``
+    pages when the member counts are known."""
     user_side = 0 if users_listed else math.ceil(users / MAX_PAGE)
     if member_counts is not None:
-        group_side = sum(math.ceil((n + 1) / MEMBER_PAGE) for n in member_counts.values())
+        group_side = sum(1 + math.ceil((n + 1) / MEMBER_PAGE) for n in member_counts.values())
     else:
-        group_side = groups
+        group_side = 2 * groups
     if requested != "auto":
         return MembershipChoice(requested, user_side, group_side, "configured")
     if group_side < user_side:
@@ -241,10 +243,11 @@ def choose_memberships(users: int, groups: int, *, users_listed: bool,
 
 
 def group_members(client: IdcsClient, group_ids: list[str]) -> dict[str, list[str]]:
-    """User id -> group ids, from each group's paged member list."""
+    """User id -> group ids, from each group's paged member list (checked against the member
+    count IDCS reports, read again once when the membership changed meanwhile)."""
     by_user: dict[str, list[str]] = defaultdict(list)
     for gid in group_ids:
-        for member in client.iter_group_members(gid):
+        for member in client.list_group_members(gid):
             if member.get("type", "User") == "User" and isinstance(member.get("value"), str):
                 by_user[member["value"]].append(gid)
     return by_user

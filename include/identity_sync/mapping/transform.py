@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..model import DesiredState, DesiredUser, IdcsGroup, IdcsSnapshot, IdcsUser, key
+from .confusables import mixed_script, skeleton
 from .rules import ScopeFilter, SyncRules
 from .templates import GROUP_ATTRIBUTES, parse_template
 
@@ -109,9 +110,31 @@ def _collisions(names: dict[str, str], anchors: dict[str, str],
     return rejected
 
 
+def _look_alikes(names: dict[str, str], anchors: dict[str, str]) -> dict[str, str]:
+    """IDCS ids to reject, with the reason, for names that look like another name of the run
+    (same confusable skeleton, different name): the user whose name is already its anchored
+    Bitbucket name keeps it, every other one is held (see :mod:`.confusables`)."""
+    by_skeleton: dict[str, list[str]] = defaultdict(list)
+    for idcs_id, name in names.items():
+        by_skeleton[skeleton(name)].append(idcs_id)
+    rejected: dict[str, str] = {}
+    for ids in by_skeleton.values():
+        if len({key(names[i]) for i in ids}) < 2:
+            continue  # same name (exact collisions are _collisions' business) or alone
+        for idcs_id in ids:
+            if key(anchors.get(idcs_id, "")) == key(names[idcs_id]):
+                continue
+            others = ", ".join(f"{names[i]!r} ({i})" for i in ids
+                               if key(names[i]) != key(names[idcs_id]))
+            rejected[idcs_id] = (f"mapped name {names[idcs_id]!r} looks like {others} (same "
+                                 "confusable skeleton): look-alike names are not synced")
+    return rejected
+
+
 def build_desired_state(snapshot: IdcsSnapshot, rules: SyncRules,
                         anchors: dict[str, str] | None = None) -> MappingResult:
-    """Apply the rules. Users whose mapped name collides or comes out empty are rejected."""
+    """Apply the rules. Users whose mapped name collides, comes out empty, mixes scripts or
+    looks like another user's name are rejected."""
     templates = {attr: rule.compile() for attr, rule in rules.users.attributes.items()}
     group_names = map_group_names(snapshot.groups, rules)
     idcs_group_name = {g.id: g.display_name.casefold() for g in snapshot.groups}
@@ -133,6 +156,12 @@ def build_desired_state(snapshot: IdcsSnapshot, rules: SyncRules,
             result.rejected.append({"id": user.id,
                                     "reason": f"mapped {', '.join(missing)} is empty"})
             continue
+        mixed = mixed_script(rendered["name"] or "")
+        if mixed:
+            result.rejected.append({"id": user.id, "reason": (
+                f"mapped name {rendered['name']!r} mixes scripts ({', '.join(sorted(mixed))}): "
+                "look-alike names are not synced")})
+            continue
         mapped.append((user, rendered))
     ids_by_key: dict[str, list[str]] = defaultdict(list)
     for user, rendered in mapped:
@@ -140,6 +169,10 @@ def build_desired_state(snapshot: IdcsSnapshot, rules: SyncRules,
     collided = _collisions({u.id or "": r["name"] or "" for u, r in mapped}, anchors or {},
                            ids_by_key)
     result.rejected += [{"id": i, "reason": why} for i, why in collided.items()]
+    look_alikes = _look_alikes({u.id or "": r["name"] or "" for u, r in mapped
+                                if u.id not in collided}, anchors or {})
+    result.rejected += [{"id": i, "reason": why} for i, why in look_alikes.items()]
+    collided.update(look_alikes)
 
     for user, rendered in mapped:
         if user.id in collided:

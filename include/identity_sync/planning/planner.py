@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..mapping.confusables import confusable_reason, skeleton
 from ..model import BitbucketState, BitbucketUser, DesiredState, DesiredUser, key
 from .operations import Operation, OpKind
 
@@ -30,7 +31,8 @@ ELEVATED_PERMISSIONS = frozenset({"PROJECT_CREATE", "ADMIN", "SYS_ADMIN"})
 ADOPT_MODES = ("username_and_email", "username", "username_or_email", "none")
 # Conflict kinds (Plan.conflicts[*]["kind"]); README "Ownership and conflicts" explains each.
 CONFLICT_KINDS = ("anchored_elsewhere", "protected", "privileged_user", "adopt_off",
-                  "details_differ", "name_taken", "group_exists", "privileged_group")
+                  "details_differ", "name_taken", "group_exists", "privileged_group",
+                  "confusable_name")
 
 
 @dataclass
@@ -126,6 +128,10 @@ class _Planner:
         for bb_user in self.cur.users.values():
             self.users_by_email.setdefault(key(bb_user.email), []).append(bb_user)
         self.managed_group_keys = {key(g) for g in self.want.managed_groups}
+        # Look-alike names (mapping.confusables): confusable skeleton -> existing Bitbucket names.
+        self.by_skeleton: dict[str, list[str]] = {}
+        for bb_user in self.cur.users.values():
+            self.by_skeleton.setdefault(skeleton(bb_user.name), []).append(bb_user.name)
         self.created_group_keys: set[str] = set()
 
     def add(self, kind: OpKind, target: str, params: dict, reason: str, **kw: object) -> None:
@@ -140,6 +146,18 @@ class _Planner:
         self.conflicted.add((record_type, record_id))
         self.conflicts.append({"id": record_id, "kind": kind, "reason": reason,
                                "record_type": record_type})
+
+    def look_alike(self, user: DesiredUser, new_name: str, what: str) -> bool:
+        """A ``confusable_name`` conflict when the name this user would get (created or renamed
+        to) looks like a different existing Bitbucket account: ``аdmin`` (Cyrillic а) next to
+        ``admin``. Names already in Bitbucket are the adoption rules' business."""
+        others = [n for n in self.by_skeleton.get(skeleton(new_name), ())
+                  if key(n) != key(new_name)]
+        if not others:
+            return False
+        self.conflict(user.idcs_id, "confusable_name",
+                      f"{what} blocked: " + confusable_reason(new_name, others[0]))
+        return True
 
     # -- ownership and privilege -------------------------------------------------------------------
     def privilege(self, name: str) -> str | None:
@@ -250,6 +268,8 @@ class _Planner:
             self.conflict(user.idcs_id, "name_taken", f"rename of {existing.name!r} to "
                           f"{user.name!r} blocked: that Bitbucket name is taken")
             return existing.name
+        if self.look_alike(user, user.name, f"rename of {existing.name!r}"):
+            return existing.name
         self.add(OpKind.RENAME_USER, existing.name, {"name": existing.name, "newName": user.name},
                  why, before={"name": existing.name}, after={"name": user.name},
                  idcs_id=user.idcs_id)
@@ -315,6 +335,8 @@ class _Planner:
                 continue
             if key(user.name) in self.cur.users:
                 continue  # taken and not adoptable: the conflict is recorded
+            if self.look_alike(user, user.name, "create"):
+                continue
             owner = self.owner_of.get(key(user.name))
             self.add(OpKind.CREATE_USER, user.name, {
                 **_details(user),
