@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from .audit import identity_state
+from .audit.queries import aware
 from .audit.store import AuditStore, utcnow
 from .model import DesiredState
 from .planning.operations import Operation
@@ -25,8 +26,7 @@ def data_as_of(store: AuditStore, run_id: str) -> datetime:
     """How old the run's IDCS data is: when its extract began (its start, for runs recorded
     before the extract said so)."""
     run = store.get_run(run_id) or {}
-    when = run.get("data_as_of") or run.get("started_at") or utcnow()
-    return when if when.tzinfo else when.replace(tzinfo=utcnow().tzinfo)
+    return aware(run.get("data_as_of") or run.get("started_at")) or utcnow()
 
 
 def run_identities(desired: DesiredState, anchors: Mapping[str, str],

@@ -22,6 +22,7 @@ from .idcs.client import IdcsClient
 from .idcs.extract import extract_full
 from .loading.apply import (
     READ_ONLY_USERS,
+    SETTLED_STATUSES,
     BatchResult,
     apply_batch,
     close_unfinished,
@@ -501,7 +502,7 @@ def safety_gate(rules: SyncRules, result: Plan, managed_users: int,
     weight, parts = access_losses(result)
     now = len(snapshot["users"])
     if not options.subset:
-        before = _baseline_users(previous)
+        before = history.users_in_scope(previous) if previous else None
         if before and now < before:
             shrink = 100.0 * (before - now) / before
             if shrink > safety.max_shrink_percent:
@@ -521,15 +522,6 @@ def safety_gate(rules: SyncRules, result: Plan, managed_users: int,
                 f"managed users: {', '.join(parts)}), above the limit of "
                 f"{safety.max_deprovision} / {safety.max_deprovision_percent}%")
     return None
-
-
-def _baseline_users(previous: dict[str, Any] | None) -> int | None:
-    """Users in scope of the baseline run: its column, else its counts (rows before 0005)."""
-    if previous is None:
-        return None
-    if previous.get("users_in_scope") is not None:
-        return int(previous["users_in_scope"])
-    return ((previous.get("counts") or {}).get("extract") or {}).get("users")
 
 
 def access_losses(result: Plan) -> tuple[int, list[str]]:
@@ -642,9 +634,11 @@ def finish(store: AuditStore, run_id: str) -> dict[str, Any]:
     # Not done: failed, never attempted, or left in flight ("started") by a killed worker.
     # A conflict is final and no failure: an object the sync cannot prove its own, reported.
     failed = sum(n for s in by_kind.values() for status, n in s.items()
-                 if status not in ("done", "skipped", "superseded", "conflict"))
+                 if status not in SETTLED_STATUSES)
     superseded = sum(s.get("superseded", 0) for s in by_kind.values())
-    conflicts = conflicts_of(store, run_id)
+    quarantined = store.quarantined(run_id)
+    conflicts = (any(s.get("conflict") for s in by_kind.values())
+                 or any(_is_conflict(q) for q in quarantined))
     status = run.get("status", "running")
     message = run.get("message")
     if status in ("running", "blocked", "awaiting_approval"):
@@ -661,7 +655,7 @@ def finish(store: AuditStore, run_id: str) -> dict[str, Any]:
         status = "failed" if failed else ("conflicts" if conflicts else (
             "superseded" if superseded else "succeeded"))
         if status == "conflicts":
-            message = conflicts_message(conflicts)
+            message = conflicts_message(conflicts_of(store.plan(run_id), quarantined))
         elif status == "failed":  # name what is undone; keep the first task failure's reason
             first = message if message and not UNDONE.match(message) else (
                 found.group(1) if message and (found := FIRST_FAILURE.search(message)) else None)
@@ -671,21 +665,23 @@ def finish(store: AuditStore, run_id: str) -> dict[str, Any]:
             message = None  # a cleared, completed run no longer carries its failure
     if status == "failed" and not message:
         message = f"{failed} operations not done; clear the failed tasks to retry them"
-    store.merge_run_counts(run_id, {"operations": by_kind,
-                                    "quarantined": len(store.quarantined(run_id))},
+    store.merge_run_counts(run_id, {"operations": by_kind, "quarantined": len(quarantined)},
                            status=status, message=message, ended_at=utcnow())
     return summarise(store, run_id)
 
 
-def conflicts_of(store: AuditStore, run_id: str) -> list[str]:
-    """The run's conflicts, named: operations the apply ended ``conflict`` and the conflicts
-    the plan reported (quarantine rows with expectation ``conflict:<kind>``)."""
+def _is_conflict(quarantined: dict[str, Any]) -> bool:
+    return (quarantined["expectation"] or "").startswith(CONFLICT)
+
+
+def conflicts_of(plan: list[dict[str, Any]], quarantined: list[dict[str, Any]]) -> list[str]:
+    """A run's conflicts, named, from its plan rows and quarantine rows: operations the apply
+    ended ``conflict`` and the conflicts the plan reported (expectation ``conflict:<kind>``)."""
     named = [f"{row['kind'].replace('_', ' ')} {row['target']} (exists, not the sync's)"
-             for row in store.plan(run_id) if row["status"] == "conflict"]
+             for row in plan if row["status"] == "conflict"]
     named += [f"{q['record_type']} {q['record_id']} ({q['expectation'][len(CONFLICT):]})"
-              for q in sorted(store.quarantined(run_id),
-                              key=lambda q: (q["record_type"], q["record_id"]))
-              if (q["expectation"] or "").startswith(CONFLICT)]
+              for q in sorted(quarantined, key=lambda q: (q["record_type"], q["record_id"]))
+              if _is_conflict(q)]
     return named
 
 
@@ -718,6 +714,7 @@ def summarise(store: AuditStore, run_id: str) -> dict[str, Any]:
         return by_kind.get(kind, {}).get("done", 0)
 
     plan = store.plan(run_id)
+    quarantined = store.quarantined(run_id)
     memberships_added = sum(len(op["params"]["users"]) for op in plan
                             if op["kind"] == "add_members" and op["status"] == "done")
     disabled = {op["target"] for op in plan if op["status"] == "done"
@@ -739,8 +736,8 @@ def summarise(store: AuditStore, run_id: str) -> dict[str, Any]:
         "memberships_added": memberships_added,
         "memberships_removed": done("remove_membership"),
         "failures": sum(s.get("failed", 0) for s in by_kind.values()),
-        "conflicts": len(conflicts_of(store, run_id)),
-        "quarantined": len(store.quarantined(run_id)),
+        "conflicts": len(conflicts_of(plan, quarantined)),
+        "quarantined": len(quarantined),
     }
 
 

@@ -83,6 +83,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _endpoint(conn: Any) -> tuple[str, bool | str]:
+    """The connection's base URL and ``verify`` value, its secret (IDCS client secret,
+    Bitbucket service password) masked in every task log line from now on; the transport
+    policy (:func:`_transport`) refuses an insecure one here, before the secret is sent."""
+    if conn.password:
+        mask_secret(conn.password)
+    url = _base_url(conn)
+    return url, _transport(conn, url)
+
+
 def _transport(conn: Any, url: str) -> bool | str:
     """The ``verify`` value for the client, once ``url`` passes the transport policy: a remote
     host needs https with certificate verification, unless the extra says
@@ -143,10 +153,7 @@ class IdcsHook(BaseHook):
         conn = self.get_connection(self.idcs_conn_id)
         extra = conn.extra_dejson
         self.app_id = extra.get("app_id")
-        if conn.password:  # the client secret: masked in every task log line, whoever writes it
-            mask_secret(conn.password)
-        url = _base_url(conn)
-        verify = _transport(conn, url)  # refused here, before the secret is sent
+        url, verify = _endpoint(conn)
         self.client = IdcsClient(url, conn.login or "", conn.password or "",
                                  scope=extra.get("scope") or SCOPE, verify=verify)
         return self.client
@@ -181,10 +188,7 @@ class BitbucketHook(BaseHook):
     def get_conn(self) -> BitbucketClient:
         if self.client is None:
             conn = self.get_connection(self.bitbucket_conn_id)
-            if conn.password:  # the service account's password, masked in every task log
-                mask_secret(conn.password)
-            url = _base_url(conn)
-            verify = _transport(conn, url)  # refused here, before the password is sent
+            url, verify = _endpoint(conn)
             self.client = BitbucketClient(url, conn.login or "", conn.password or "",
                                           verify=verify)
             self.client.on_secret = mask_secret  # each initial password, as it is made up

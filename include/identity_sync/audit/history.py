@@ -45,7 +45,11 @@ def last_successful_run(store: AuditStore, dag_id: str, *, mode: str | None = "f
         query = query.where(c.run_id != exclude_run)
     with store.engine.connect() as conn:
         row = conn.execute(query).first()
-    return _with_users_in_scope(dict(row._mapping)) if row is not None else None
+    if row is None:
+        return None
+    run = dict(row._mapping)
+    run["users_in_scope"] = users_in_scope(run)
+    return run
 
 
 def shrink_baseline(store: AuditStore, dag_id: str, *, exclude_run: str | None = None
@@ -77,8 +81,9 @@ def failed_streak(store: AuditStore, dag_id: str, *, before_run: str | None = No
         return int(conn.execute(query).scalar_one())
 
 
-def _with_users_in_scope(run: dict[str, Any]) -> dict[str, Any]:
-    if run.get("users_in_scope") is None:
-        users = ((run.get("counts") or {}).get("extract") or {}).get("users")
-        run["users_in_scope"] = users if isinstance(users, int) else None
-    return run
+def users_in_scope(run: dict[str, Any]) -> int | None:
+    """A run's users in scope: its column, else ``counts.extract.users`` (rows before 0005)."""
+    if run.get("users_in_scope") is not None:
+        return int(run["users_in_scope"])
+    users = ((run.get("counts") or {}).get("extract") or {}).get("users")
+    return users if isinstance(users, int) else None

@@ -183,8 +183,14 @@ class BitbucketClient:
     def group_permissions(self) -> Iterator[dict[str, Any]]:
         return self.iter_pages("/admin/permissions/groups")
 
-    def user_permissions(self) -> Iterator[dict[str, Any]]:
-        return self.iter_pages("/admin/permissions/users")
+    def user_permissions(self, name_filter: str | None = None) -> Iterator[dict[str, Any]]:
+        """Users holding a global permission (``name_filter``: a substring of their names)."""
+        return self.iter_pages("/admin/permissions/users",
+                               {"filter": name_filter} if name_filter else None)
+
+    def user_groups(self, name: str) -> Iterator[dict[str, Any]]:
+        """The groups the user is a member of."""
+        return self.iter_pages("/admin/users/more-members", {"context": name})
 
     def find_user(self, name: str) -> dict[str, Any] | None:
         """Exact (case-insensitive) lookup; the API only offers a substring filter."""

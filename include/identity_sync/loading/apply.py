@@ -207,12 +207,11 @@ def _converge(client: BitbucketClient, op: Operation, status: int | None,
 def _privilege(client: BitbucketClient, name: str) -> str | None:
     """The PROJECT_CREATE / ADMIN / SYS_ADMIN an account holds, directly or through a group;
     read from Bitbucket (only when a create met an existing account, so cost does not matter)."""
-    for entry in client.iter_pages("/admin/permissions/users", {"filter": name}):
+    for entry in client.user_permissions(name_filter=name):
         if key(entry["user"]["name"]) == key(name) and \
                 entry["permission"] in ELEVATED_PERMISSIONS:
             return str(entry["permission"])
-    groups = {key(g["name"]) for g in client.iter_pages("/admin/users/more-members",
-                                                        {"context": name})}
+    groups = {key(g["name"]) for g in client.user_groups(name)}
     if groups:
         for entry in client.group_permissions():
             group = entry["group"]["name"]
@@ -221,10 +220,12 @@ def _privilege(client: BitbucketClient, name: str) -> str | None:
     return None
 
 
-def _create_group(client: BitbucketClient, op: Operation) -> Note:
+def _create_group(client: BitbucketClient, op: Operation,
+                  is_ours: Callable[[str], bool] | None = None) -> Note:
     """Create a group. 409 counts as done only when an earlier unanswered attempt of this very
-    request may have created it (the read-back before resending failed); otherwise the group
-    is somebody else's: :class:`ConflictError`, and the sync does not manage it."""
+    request may have created it (the read-back before resending failed), or when ``is_ours``
+    says another run of the sync created it; otherwise the group is somebody else's:
+    :class:`ConflictError`, and the sync does not manage it."""
     name = op.params["name"]
     unanswered: list[bool] = []
     try:
@@ -236,6 +237,9 @@ def _create_group(client: BitbucketClient, op: Operation) -> Note:
         if unanswered:
             return err.status, ("treated as done: an unanswered attempt of this create had "
                                 "landed (409 on sending it again)")
+        if is_ours is not None and is_ours(name):
+            return err.status, ("treated as done: the group exists; another run of the sync "
+                                "created it (owned_groups)")
         raise ConflictError(
             f"Bitbucket group {name!r} already exists and the sync did not create it: left "
             "alone, not managed (list it in groups.adopt_existing to let the sync manage it)"
@@ -258,11 +262,13 @@ def _created_by_sync(store: AuditStore, name: str) -> bool:
     return False
 
 
-def execute(client: BitbucketClient, op: Operation, *, notify: bool = False) -> Note:
-    """Carry out one operation; returns a note when it was done in a non-obvious way."""
+def execute(client: BitbucketClient, op: Operation, *, notify: bool = False,
+            group_is_ours: Callable[[str], bool] | None = None) -> Note:
+    """Carry out one operation; returns a note when it was done in a non-obvious way.
+    ``group_is_ours`` tells whether an existing group is one the sync created."""
     p = op.params
     actions: dict[OpKind, Callable[[], object]] = {
-        OpKind.CREATE_GROUP: lambda: _create_group(client, op),
+        OpKind.CREATE_GROUP: lambda: _create_group(client, op, group_is_ours),
         OpKind.SET_GROUP_PERMISSION: lambda: client.set_group_permission(p["group"],
                                                                          p["permission"]),
         OpKind.CREATE_USER: lambda: _create_user(client, op, notify),
@@ -330,12 +336,11 @@ def untouchable_users(store: AuditStore, client: BitbucketClient, run_id: str) -
 
 def _only_users(op: Operation, keep: list[str]) -> Operation:
     """An add_members operation for only the ``keep`` users (its identities kept aligned)."""
-    pairs = list(zip(op.params["users"], op.identities or [""] * len(op.params["users"]),
-                     strict=True))
     wanted = {key(u) for u in keep}
-    kept = [(u, i) for u, i in pairs if key(u) in wanted]
-    return dataclasses.replace(op, params={**op.params, "users": [u for u, _ in kept]},
-                               identities=[i for _, i in kept if i] if op.identities else [])
+    kept = [n for n, user in enumerate(op.params["users"]) if key(user) in wanted]
+    return dataclasses.replace(
+        op, params={**op.params, "users": [op.params["users"][n] for n in kept]},
+        identities=[op.identities[n] for n in kept] if op.identities else [])
 
 
 def _user_targets(op: Operation) -> list[str]:
@@ -370,7 +375,10 @@ def _licence_message(client: BitbucketClient, failed: Operation, rest: list[Oper
 
 
 STARTED, INTERRUPTED = "started", "interrupted"
-FINAL_STATUSES = frozenset({"done", "failed", "skipped", "superseded", "conflict"})
+# Final statuses that leave nothing to do: done, refused, left to a newer run, or reported as a
+# conflict. ``failed`` is final too, but a cleared task retries it.
+SETTLED_STATUSES = frozenset({"done", "skipped", "superseded", "conflict"})
+FINAL_STATUSES = SETTLED_STATUSES | {"failed"}
 INTERRUPTED_NOTE = ("the worker stopped while this operation was in flight (killed or lost); "
                     "Bitbucket may or may not have carried it out: sent again, where 'already "
                     "exists' / 'already gone' count as done")
@@ -558,19 +566,16 @@ class _BatchRun:
         change = _anchor_change(op)
         anchors = None if change is None else {change[0]: change[1]}
         try:
-            note = execute(self.client, op, notify=self.notify)
+            note = execute(self.client, op, notify=self.notify,
+                           group_is_ours=lambda name: _created_by_sync(self.store, name))
         except ConflictError as err:  # final, not a failure: the batch goes on (invariant 2)
-            if not (op.kind is OpKind.CREATE_GROUP and _created_by_sync(self.store,
-                                                                        op.params["name"])):
-                with self.lock:
-                    result.conflicts += 1
-                    self.guard.success()  # Bitbucket answered; nothing to hold against it
-                self.audit.record_attempt(op.op_id, outcome="conflict", http_status=err.status,
-                                          error=err.reason, started=started, release=claimed)
-                log.warning("%s: conflict: %s", op.describe(), err.reason)
-                return True
-            note = err.status, "treated as done: the group exists; another run of the sync " \
-                               "created it (owned_groups)"
+            with self.lock:
+                result.conflicts += 1
+                self.guard.success()  # Bitbucket answered; nothing to hold against it
+            self.audit.record_attempt(op.op_id, outcome="conflict", http_status=err.status,
+                                      error=err.reason, started=started, release=claimed)
+            log.warning("%s: conflict: %s", op.describe(), err.reason)
+            return True
         except ApiError as err:
             if isinstance(err, BitbucketError) and _already_done(op, err):
                 with self.lock:
@@ -688,7 +693,7 @@ def apply_batch(store: AuditStore, client: BitbucketClient, run_id: str, phase: 
 def undone_operations(store: AuditStore, run_id: str, limit: int = 5) -> str:
     """The operations a run left undone, named, for its one-line failure message."""
     undone = [op for op in store.plan(run_id)
-              if op["status"] not in ("done", "skipped", "superseded", "conflict")]
+              if op["status"] not in SETTLED_STATUSES]
     if not undone:
         return ""
     names = [_describe_row(op) for op in undone[:limit]]
